@@ -1,0 +1,3 @@
+module github.com/ferrybackup/ferry
+
+go 1.26
