@@ -1,0 +1,84 @@
+package repo
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/ferrybackup/ferry/internal/format"
+)
+
+// Pending is a backup file being written. Nothing a Pending writes is a
+// restore point until Commit returns.
+type Pending struct {
+	f     *os.File
+	tmp   string
+	final string
+	done  bool
+}
+
+// NewFile starts file seq of chain in backup, as CHAIN/NAME.partial. Call
+// it with the backup's lock held.
+func (r *Repo) NewFile(backup string, chain format.ID, seq uint32, id format.ID) (*Pending, error) {
+	dir := filepath.Join(r.backupDir(backup), chain.String())
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create chain directory %s: %w", dir, err)
+	}
+	final := filepath.Join(dir, FileName(seq, id))
+	if _, err := os.Lstat(final); err == nil {
+		return nil, fmt.Errorf("backup file %s exists already", final)
+	}
+	tmp := final + partialExt
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create backup file: %w", err)
+	}
+	return &Pending{f: f, tmp: tmp, final: final}, nil
+}
+
+// File is where the backup file's bytes go.
+func (p *Pending) File() *os.File { return p.f }
+
+// Name is the path of the partial file, for errors.
+func (p *Pending) Name() string { return p.tmp }
+
+// Commit makes the file durable and visible: fsync, rename to its final
+// name, fsync the chain directory. It returns the final path.
+func (p *Pending) Commit() (string, error) {
+	if p.done {
+		return "", fmt.Errorf("commit %s: already finished", p.final)
+	}
+	p.done = true
+	if err := p.f.Sync(); err != nil {
+		p.abort()
+		return "", fmt.Errorf("commit backup file %s: fsync: %w", p.final, err)
+	}
+	if err := p.f.Close(); err != nil {
+		p.abort()
+		return "", fmt.Errorf("commit backup file %s: %w", p.final, err)
+	}
+	if err := os.Rename(p.tmp, p.final); err != nil {
+		p.abort()
+		return "", fmt.Errorf("commit backup file %s: %w", p.final, err)
+	}
+	if err := syncDir(filepath.Dir(p.final)); err != nil {
+		// The rename happened; only its durability is in doubt. The file
+		// is complete and valid, so it stays.
+		return p.final, fmt.Errorf("commit backup file %s: fsync directory: %w", p.final, err)
+	}
+	return p.final, nil
+}
+
+// Abort removes the partial file. It is safe to call after Commit.
+func (p *Pending) Abort() {
+	if p.done {
+		return
+	}
+	p.done = true
+	p.abort()
+}
+
+func (p *Pending) abort() {
+	p.f.Close()
+	os.Remove(p.tmp)
+}
