@@ -525,7 +525,10 @@ func TestTLSConfigFromFiles(t *testing.T) {
 		{"no allowed roles", func() error { _, err := ServerTLSConfig(srvCert, srvKey, p.CAFile); return err }, "no allowed client roles"},
 		{"invalid allowed role", func() error { _, err := ServerTLSConfig(srvCert, srvKey, p.CAFile, "admin"); return err }, "invalid allowed role"},
 		{"invalid server role", func() error { _, err := ClientTLSConfig(cliCert, cliKey, p.CAFile, ""); return err }, "invalid server role"},
-		{"missing cert", func() error { _, err := ServerTLSConfig(srvCert+".missing", srvKey, p.CAFile, RoleController); return err }, "src.crt.missing"},
+		{"missing cert", func() error {
+			_, err := ServerTLSConfig(srvCert+".missing", srvKey, p.CAFile, RoleController)
+			return err
+		}, "src.crt.missing"},
 		{"mismatched key", func() error { _, err := ClientTLSConfig(cliCert, srvKey, p.CAFile, RoleSource); return err }, "load key pair"},
 		{"ca as own cert", func() error { _, err := ServerTLSConfig(p.CAFile, caKey, p.CAFile, RoleController); return err }, "no ferry identity"},
 		{"key as ca file", func() error { _, err := ClientTLSConfig(cliCert, cliKey, cliKey, RoleSource); return err }, "no pem certificate"},
