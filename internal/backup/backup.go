@@ -190,6 +190,11 @@ func Backup(ctx context.Context, r *repo.Repo, name, path string, o Options) (*R
 	if err != nil {
 		return nil, err
 	}
+	// Refresh the metadata cache now, while we hold the lock, so readers
+	// find it current instead of each rebuilding it.
+	if _, err := r.Index(name); err != nil {
+		log.Warn("could not refresh the repository index", "backup", name, "error", err)
+	}
 	res.Path, res.FileID, res.ChainID, res.Sequence, res.Kind = final, h.FileID, h.ChainID, h.Sequence, h.Kind
 	res.Encrypted = session != nil
 	res.Objects = len(cat.Objects)

@@ -145,7 +145,9 @@ func (f *File) ReadRecord(e *MapEntry, buf []byte) (RecordHeader, []byte, error)
 		if !ok || rh.Check(f.Header) != nil || rh.Object != e.Object || rh.Block != e.Block || int(rh.SealedLen) != len(payload) {
 			return RecordHeader{}, nil, corrupt(f.Name, RegionRecordHeader, e.Offset, "record of %s does not match its checksum", e)
 		}
-		return RecordHeader{}, nil, corrupt(f.Name, RegionRecordPayload, e.Offset+RecordHeaderSize, "payload of %s does not match its checksum", e)
+		// The header is well-formed and agrees with the map, so the damage
+		// is in the payload or in a field the header cannot check (nonce, key id).
+		return RecordHeader{}, nil, corrupt(f.Name, RegionRecordPayload, e.Offset+RecordHeaderSize, "%s does not match its checksum (payload, nonce or key id altered)", e)
 	}
 	rh, ok := ParseRecordHeader(hdr)
 	if !ok {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -130,12 +131,12 @@ func (c *Chain) ChainUpTo(p *Point) ([]*Point, error) {
 	}
 	for i, q := range out {
 		if q.Damaged != "" {
-			return nil, fmt.Errorf("point %s (sequence %d) of chain %s is damaged: %s", q.FileID, q.Sequence, c.ID, q.Damaged)
+			continue // opening it gives the caller the damage error itself
 		}
 		if q.Sequence != uint32(i+1) {
 			return nil, fmt.Errorf("chain %s is missing the point of sequence %d", c.ID, i+1)
 		}
-		if i > 0 && q.ParentID != out[i-1].FileID {
+		if i > 0 && out[i-1].Damaged == "" && q.ParentID != out[i-1].FileID {
 			return nil, fmt.Errorf("chain %s is broken: point %s names parent %s, but the point before it is %s", c.ID, q.FileID, q.ParentID, out[i-1].FileID)
 		}
 	}
@@ -218,13 +219,11 @@ func (r *Repo) Index(name string) (*Index, error) {
 	var order []string
 	for _, f := range files {
 		p := r.readPoint(name, f)
-		key := p.ChainID.String()
-		if p.Damaged != "" {
-			key = strings.SplitN(f.rel, "/", 2)[0]
-		}
+		key := strings.SplitN(f.rel, "/", 2)[0]
 		c, ok := byChain[key]
 		if !ok {
-			c = &Chain{ID: p.ChainID}
+			id, _ := format.ParseID(key)
+			c = &Chain{ID: id}
 			byChain[key] = c
 			order = append(order, key)
 		}
@@ -274,6 +273,15 @@ func matches(ix *Index, files []diskFile) bool {
 // readPoint reads a file's header, key table and footer.
 func (r *Repo) readPoint(name string, df diskFile) Point {
 	p := Point{File: df.rel, Size: df.size, MTime: df.mtime}
+	// The name carries chain, sequence and file id, so a damaged file
+	// still takes its place in its chain.
+	chain, base, _ := strings.Cut(df.rel, "/")
+	p.ChainID, _ = format.ParseID(chain)
+	if seq, id, ok := strings.Cut(strings.TrimSuffix(base, fileSuffix), "-"); ok {
+		n, _ := strconv.ParseUint(seq, 10, 32)
+		p.Sequence = uint32(n)
+		p.FileID, _ = format.ParseID(id)
+	}
 	f, fd, err := format.OpenPath(filepath.Join(r.backupDir(name), filepath.FromSlash(df.rel)))
 	if err != nil {
 		p.Damaged = err.Error()
