@@ -105,15 +105,17 @@ func Verify(ctx context.Context, r *repo.Repo, backup string, o VerifyOptions) (
 			}
 			continue
 		}
+		// stored grows file by file: what the chain holds up to each point.
+		stored := map[format.BlockKey]loc{}
 		for i, cf := range files {
 			res.Files++
-			res.Problems = append(res.Problems, verifyFile(ctx, cf, o, res)...)
-			if !o.Keyless {
-				cat, err := cf.f.Catalog(cf.meta())
-				if err != nil {
-					continue // reported by verifyFile
-				}
-				if err := checkResolvable(cat, blockIndex(files[:i+1]), cf); err != nil {
+			cat, problems := verifyFile(ctx, cf, o, res)
+			res.Problems = append(res.Problems, problems...)
+			for ei := range cf.f.Entries {
+				stored[cf.f.Entries[ei].Key()] = loc{int32(i), int32(ei)}
+			}
+			if cat != nil {
+				if err := checkResolvable(cat, stored, cf); err != nil {
 					res.Problems = append(res.Problems, err.Error())
 				}
 			}
@@ -141,17 +143,20 @@ func verifyLone(r *repo.Repo, backup string, q *repo.Point, kr *keyring.Keyring,
 		}
 	}
 	res.Files++
-	return verifyFile(context.Background(), cf, o, res)
+	_, problems := verifyFile(context.Background(), cf, o, res)
+	return problems
 }
 
 // verifyFile checks every record of one file and, unless keyless, opens
-// it and compares its digest with the file's own catalog.
-func verifyFile(ctx context.Context, cf *chainFile, o VerifyOptions, res *VerifyResult) []string {
+// it and compares its digest with the file's own catalog, which it
+// returns (nil when keyless or unreadable).
+func verifyFile(ctx context.Context, cf *chainFile, o VerifyOptions, res *VerifyResult) (*format.Catalog, []string) {
 	var cat map[format.BlockKey]*format.Digest
+	var c *format.Catalog
 	if !o.Keyless {
-		c, err := cf.f.Catalog(cf.meta())
-		if err != nil {
-			return []string{err.Error()}
+		var err error
+		if c, err = cf.f.Catalog(cf.meta()); err != nil {
+			return nil, []string{err.Error()}
 		}
 		cat = map[format.BlockKey]*format.Digest{}
 		for i := range c.Objects {
@@ -198,7 +203,7 @@ func verifyFile(ctx context.Context, cf *chainFile, o VerifyOptions, res *Verify
 	}
 	close(entries)
 	wg.Wait()
-	return problems
+	return c, problems
 }
 
 func verifyRecord(cf *chainFile, e *format.MapEntry, op *opener, cat map[format.BlockKey]*format.Digest, rec, dst, scratch []byte, keyless bool) (int, error) {

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"golang.org/x/crypto/argon2"
@@ -104,11 +105,18 @@ const passwordEntryFixed = 4 + 4 + 1 + saltSize + 12 + SecretSize + 16 + 2
 
 func wrapAAD(id KeyID) []byte { return append([]byte("ferry/v1/wrap"), id[:]...) }
 
-// Wrap seals s under the password key.
+// Wrap seals s under the password key with a random nonce.
 func (k *PasswordKey) Wrap(s *Session) (*PasswordEntry, error) {
+	return k.WrapFrom(rand.Reader, s)
+}
+
+// WrapFrom seals s under the password key, reading the nonce from rand.
+// Only tests that need reproducible bytes (golden files) pass anything but
+// crypto/rand.Reader.
+func (k *PasswordKey) WrapFrom(rand io.Reader, s *Session) (*PasswordEntry, error) {
 	e := &PasswordEntry{Params: k.Params, Salt: k.Salt, Hint: k.Hint}
-	if _, err := rand.Read(e.Nonce[:]); err != nil {
-		return nil, err
+	if _, err := io.ReadFull(rand, e.Nonce[:]); err != nil {
+		return nil, fmt.Errorf("generate wrap nonce: %w", err)
 	}
 	out := k.kek.Seal(nil, e.Nonce[:], s.secret[:], wrapAAD(s.id))
 	copy(e.Wrapped[:], out)
