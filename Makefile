@@ -44,9 +44,9 @@ bench: build ## Benchmarks: seal/open, 2 GiB backup and restore, peers (zstd|ope
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
 	@for t in $$($(GO) test -list '^Fuzz' ./internal/format/ | grep ^Fuzz); do \
-		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./internal/format/ || exit 1; done
+		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} -fuzzminimizetime 1s ./internal/format/ || exit 1; done
 	@for t in $$($(GO) test -list '^Fuzz' ./internal/keys/ | grep ^Fuzz); do \
-		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./internal/keys/ || exit 1; done
+		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} -fuzzminimizetime 1s ./internal/keys/ || exit 1; done
 
 .PHONY: demo
 demo: build ## Run the main job end to end on loopback (today: an offline backup, incremental, verify and restore round trip)

@@ -178,7 +178,10 @@ func Backup(ctx context.Context, r *repo.Repo, name, path string, o Options) (*R
 	if err != nil {
 		return nil, err
 	}
-	section := sealCatalog(cat, &h, session)
+	section, err := sealCatalog(cat, &h, session)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := w.Finish(section); err != nil {
 		return nil, fmt.Errorf("write %s: %w", pending.Name(), err)
 	}

@@ -17,11 +17,15 @@ func metaAEAD(s *keys.Session) cipher.AEAD {
 	return s.Meta()
 }
 
-func sealCatalog(cat *format.Catalog, h *format.Header, s *keys.Session) []byte {
-	if s == nil {
-		return format.SealCatalog(cat.Marshal(), h, keys.KeyID{}, nil, 0)
+func sealCatalog(cat *format.Catalog, h *format.Header, s *keys.Session) ([]byte, error) {
+	plain, err := cat.Encode(h.BlockSize)
+	if err != nil {
+		return nil, err
 	}
-	return format.SealCatalog(cat.Marshal(), h, s.ID(), s.Meta(), 0)
+	if s == nil {
+		return format.SealCatalog(plain, h, keys.KeyID{}, nil, 0), nil
+	}
+	return format.SealCatalog(plain, h, s.ID(), s.Meta(), 0), nil
 }
 
 // window is how many blocks may be in flight between reader and writer:

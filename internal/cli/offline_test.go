@@ -23,7 +23,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{},
 		{"nosuchcommand"},
 		{"offline"},
-		{"offline", "backup", "--repo", "r", "--backup", "b"},                        // --path missing
+		{"offline", "backup", "--repo", "r", "--backup", "b"},                           // --path missing
 		{"offline", "backup", "--repo", "r", "--backup", "b", "--path", "p", "--bogus"}, // unknown flag
 		{"offline", "backup", "--repo", "r", "--backup", "b", "--path", "p", "--block-size", "3MiB"},
 		{"offline", "backup", "--repo", "r", "--backup", "b", "--path", "p", "--compression", "lz4"},

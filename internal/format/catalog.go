@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/ferrybackup/ferry/internal/keys"
 )
@@ -122,6 +123,16 @@ func (c *Catalog) Marshal() []byte {
 	return b
 }
 
+// Encode marshals the catalog and checks that it parses back, so a writer
+// never commits a file whose catalog cannot be opened.
+func (c *Catalog) Encode(blockSize uint32) ([]byte, error) {
+	b := c.Marshal()
+	if _, err := ParseCatalog(b, blockSize); err != nil {
+		return nil, fmt.Errorf("invalid catalog: %w", err)
+	}
+	return b, nil
+}
+
 // ParseCatalog decodes and validates a catalog.
 func ParseCatalog(b []byte, blockSize uint32) (*Catalog, error) {
 	d := decoder{b: b}
@@ -132,7 +143,11 @@ func ParseCatalog(b []byte, blockSize uint32) (*Catalog, error) {
 	if c.SourceKind < SourceDir || c.SourceKind > SourceDevice {
 		return nil, fmt.Errorf("unknown source kind %d", c.SourceKind)
 	}
-	c.SourcePath = string(d.take(int(min(d.u32(), maxPathLen+1))))
+	spl := d.u32()
+	if spl > maxPathLen {
+		return nil, fmt.Errorf("source path length %d, at most %d", spl, maxPathLen)
+	}
+	c.SourcePath = string(d.take(int(spl)))
 	n := d.u64()
 	if d.err != nil || n > uint64(len(d.b))/objectFixedSize {
 		return nil, fmt.Errorf("catalog claims %d objects in %d bytes", n, len(d.b))
@@ -184,9 +199,36 @@ func ParseCatalog(b []byte, blockSize uint32) (*Catalog, error) {
 	return c, nil
 }
 
+// MaxObjectSize bounds an object's size so block counts cannot overflow.
+const MaxObjectSize = 1 << 60
+
+// checkPath accepts "." or a relative, slash-separated path without empty,
+// "." or ".." elements and without NUL bytes: nothing a restore could
+// follow out of its target directory.
+func checkPath(p string) error {
+	if p == "." {
+		return nil
+	}
+	if strings.ContainsRune(p, 0) {
+		return errors.New("path contains a NUL byte")
+	}
+	for _, el := range strings.Split(p, "/") {
+		if el == "" || el == "." || el == ".." {
+			return fmt.Errorf("path %q is not a clean relative path", p)
+		}
+	}
+	return nil
+}
+
 func (o *Object) check(nd uint64, blockSize uint32) error {
+	if err := checkPath(o.Path); err != nil {
+		return err
+	}
 	switch o.Type {
 	case ObjectFile, ObjectDevice:
+		if o.Size > MaxObjectSize {
+			return fmt.Errorf("size %d exceeds %d", o.Size, uint64(MaxObjectSize))
+		}
 		if want := Blocks(o.Size, blockSize); nd != want {
 			return fmt.Errorf("%d digests for %d bytes, want %d", nd, o.Size, want)
 		}
@@ -295,7 +337,9 @@ func splitCatalog(file string, off int64, section []byte, h *Header) ([]catalogC
 		if h.Encrypted() {
 			limit += TagSize
 		}
-		if d.err != nil || flags > 1 || n > limit {
+		// Every chunk but the last is full, so the encoding is unique and
+		// a flood of tiny chunks is refused.
+		if d.err != nil || flags > 1 || n > limit || (flags == 0 && n != limit) {
 			return nil, corrupt(file, RegionCatalog, at, "catalog chunk %d is malformed", len(chunks))
 		}
 		c := catalogChunk{flags: flags, off: at}
@@ -323,6 +367,9 @@ func OpenCatalog(file string, off int64, section []byte, h *Header, aead cipher.
 	chunks, err := splitCatalog(file, off, section, h)
 	if err != nil {
 		return nil, err
+	}
+	if !h.Encrypted() {
+		aead = nil // an unencrypted catalog has no nonce to open with
 	}
 	var plain []byte
 	for i, c := range chunks {

@@ -92,8 +92,11 @@ func parseFooter(file string, off int64, b []byte) (*Footer, error) {
 	}
 	copy(f.Hash[:], b[72:104])
 	// Sections must follow each other exactly up to the footer.
-	if f.RecordsOffset < 0 || f.BlockMapOffset < f.RecordsOffset || f.BlockMapLen < 8 ||
-		f.CatalogOffset != f.BlockMapOffset+f.BlockMapLen || f.CatalogLen < 0 ||
+	// Every bound is checked against off before any addition, so a hostile
+	// footer cannot overflow its way past the checks.
+	if f.RecordsOffset < 0 || f.RecordsOffset > off || f.BlockMapOffset < f.RecordsOffset || f.BlockMapOffset > off ||
+		f.BlockMapLen < 8 || f.BlockMapLen > off-f.BlockMapOffset ||
+		f.CatalogOffset != f.BlockMapOffset+f.BlockMapLen || f.CatalogLen < 0 || f.CatalogLen > off ||
 		f.CatalogOffset+f.CatalogLen != off {
 		return nil, corrupt(file, RegionFooter, off, "section offsets are inconsistent")
 	}

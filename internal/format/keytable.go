@@ -52,7 +52,7 @@ type KeyTable struct {
 }
 
 const (
-	maxKeyEntries  = 1 << 16
+	maxKeyEntries  = 1<<16 - 1 // the count is a u16
 	maxEntryData   = 1 << 16
 	slotFixed      = 8 + 4 + 4 // generation, body length, crc
 	entryFixedSize = keys.KeyIDSize + 1 + 4

@@ -89,11 +89,17 @@ func Open(r io.ReaderAt, size int64, name string) (*File, error) {
 	if ft.RecordsOffset != f.KeyTableOffset+ktLen {
 		return nil, corrupt(name, RegionFooter, size-FooterSize+8, "records start at %d, expected %d", ft.RecordsOffset, f.KeyTableOffset+ktLen)
 	}
+	if f.KeyTableOffset+ktLen > size-FooterSize {
+		return nil, corrupt(name, RegionHeader, 12, "key table of %d bytes does not fit in the file", ktLen)
+	}
 	kb, err := readAt(r, name, RegionKeyTable, f.KeyTableOffset, ktLen)
 	if err != nil {
 		return nil, err
 	}
 	if f.KeyTable, err = parseKeyTable(name, f.KeyTableOffset, kb, f.Header.KeyTableCap); err != nil {
+		return nil, err
+	}
+	if err := checkKeyTable(name, f.KeyTableOffset, f.KeyTable, f.Header); err != nil {
 		return nil, err
 	}
 	if ft.BlockMapLen > size || ft.CatalogLen > size {
@@ -122,6 +128,22 @@ func Open(r io.ReaderAt, size int64, name string) (*File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// checkKeyTable makes sure the key table wraps every secret the header
+// lists, and nothing else.
+func checkKeyTable(name string, off int64, kt *KeyTable, h *Header) error {
+	for _, e := range kt.Entries {
+		if !h.HasSecret(e.Secret) {
+			return corrupt(name, RegionKeyTable, off, "key table entry for secret %x, which the header does not list", e.Secret[:4])
+		}
+	}
+	for _, id := range h.Secrets {
+		if len(kt.For(id)) == 0 {
+			return corrupt(name, RegionKeyTable, off, "no key table entry wraps secret %x", id[:4])
+		}
+	}
+	return nil
 }
 
 // ReadRecord reads the record at e into buf (grown as needed) and checks

@@ -9,6 +9,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 )
 
 // SecretSize is the size of a session secret and of every derived key.
@@ -116,3 +117,7 @@ func (s *Session) String() string { return fmt.Sprintf("session(%x)", s.id[:4]) 
 
 // GoString keeps %#v from printing the secret too.
 func (s *Session) GoString() string { return s.String() }
+
+// Format prints the key id for every verb, so no verb (%d, %x, %v, ...)
+// can print the secret by walking the struct.
+func (s *Session) Format(f fmt.State, verb rune) { io.WriteString(f, s.String()) }

@@ -21,7 +21,10 @@ type Pending struct {
 // it with the backup's lock held.
 func (r *Repo) NewFile(backup string, chain format.ID, seq uint32, id format.ID) (*Pending, error) {
 	dir := filepath.Join(r.backupDir(backup), chain.String())
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirDurable(filepath.Dir(dir)); err != nil {
+		return nil, fmt.Errorf("create backup directory: %w", err)
+	}
+	if err := mkdirDurable(dir); err != nil {
 		return nil, fmt.Errorf("create chain directory %s: %w", dir, err)
 	}
 	final := filepath.Join(dir, FileName(seq, id))
