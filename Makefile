@@ -5,6 +5,17 @@ GO        ?= go
 TOOLS_BIN := $(CURDIR)/.tools/bin
 BIN       := $(CURDIR)/bin
 STATICCHECK_VERSION := v0.8.2
+# Proto toolchain. buf v1.72.0 is the newest whose go.mod needs no newer Go
+# than ours (go 1.26.0; buf v1.73+ needs go 1.26.7). protoc-gen-go stays equal
+# to google.golang.org/protobuf in go.mod (scripts/proto-check.sh checks).
+BUF_VERSION                := v1.72.0
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+# One stamp per tool and version: bumping a version above reinstalls that tool,
+# so generated code never comes from a stale plugin.
+PROTO_TOOLS := $(CURDIR)/.tools/buf@$(BUF_VERSION) \
+	$(CURDIR)/.tools/protoc-gen-go@$(PROTOC_GEN_GO_VERSION) \
+	$(CURDIR)/.tools/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 # Packages whose tests run in `make test`.
 PKGS      := ./...
 TEST_FLAGS ?= -race -timeout 15m
@@ -21,19 +32,46 @@ build: ## Build the binaries into bin/
 	$(GO) build -o $(BIN)/ ./controller ./cmd/...
 
 .PHONY: test
-test: ## Run every test (unit, integration with real processes, fuzz seed corpora)
+test: proto-check ## Run every test (unit, integration with real processes, fuzz seed corpora)
 	$(GO) vet $(PKGS)
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 
 .PHONY: lint
-lint: $(TOOLS_BIN)/staticcheck ## gofmt, go vet and staticcheck
+lint: $(TOOLS_BIN)/staticcheck $(PROTO_TOOLS) ## gofmt, go vet, staticcheck and buf lint
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(TOOLS_BIN)/staticcheck $(PKGS)
+	cd proto && $(TOOLS_BIN)/buf lint
 
 $(TOOLS_BIN)/staticcheck:
 	@mkdir -p $(TOOLS_BIN)
 	GOFLAGS= GOBIN=$(TOOLS_BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+$(CURDIR)/.tools/buf@$(BUF_VERSION):
+	@mkdir -p $(TOOLS_BIN)
+	GOFLAGS= GOBIN=$(TOOLS_BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	@rm -f $(CURDIR)/.tools/buf@* && touch $@
+
+$(CURDIR)/.tools/protoc-gen-go@$(PROTOC_GEN_GO_VERSION):
+	@mkdir -p $(TOOLS_BIN)
+	GOFLAGS= GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	@rm -f $(CURDIR)/.tools/protoc-gen-go@* && touch $@
+
+$(CURDIR)/.tools/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION):
+	@mkdir -p $(TOOLS_BIN)
+	GOFLAGS= GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	@rm -f $(CURDIR)/.tools/protoc-gen-go-grpc@* && touch $@
+
+# buf runs from proto/ (buf.gen.yaml writes to ../internal/gen) and finds the
+# plugins on PATH, so .tools/bin goes first.
+.PHONY: proto
+proto: $(PROTO_TOOLS) ## Regenerate Go code from proto/ with buf (buf lint, then buf generate)
+	cd proto && PATH="$(TOOLS_BIN):$$PATH" $(TOOLS_BIN)/buf lint
+	cd proto && PATH="$(TOOLS_BIN):$$PATH" $(TOOLS_BIN)/buf generate
+
+.PHONY: proto-check
+proto-check: $(PROTO_TOOLS) ## Fail when the committed generated code is stale (regenerates into a temp dir)
+	@PATH="$(TOOLS_BIN):$$PATH" PROTOC_GEN_GO_VERSION=$(PROTOC_GEN_GO_VERSION) scripts/proto-check.sh
 
 .PHONY: bench
 bench: build ## Benchmarks: seal/open, 2 GiB backup and restore, peers (zstd|openssl); prints MB/s and peak RSS

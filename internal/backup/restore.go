@@ -218,11 +218,6 @@ func newFileTarget(obj *format.Object, final string) (*target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	if err := f.Truncate(int64(obj.Size)); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return nil, fmt.Errorf("restore: size %s: %w", final, err)
-	}
 	t := &target{obj: obj, f: f, tmp: tmp, final: final, meta: true}
 	t.left.Store(int64(len(obj.Digests)))
 	return t, nil
