@@ -122,6 +122,8 @@ func (h *Header) Validate() error {
 		return fmt.Errorf("%d session secrets, at most %d", len(h.Secrets), maxSecrets)
 	case len(h.BackupName) > maxBackupName:
 		return fmt.Errorf("backup name is %d bytes, at most %d", len(h.BackupName), maxBackupName)
+	case h.Created.Year() < 1970 || h.Created.Year() > 2261:
+		return fmt.Errorf("creation time %s out of range 1970..2261", h.Created)
 	case h.FileID.IsZero() || h.BackupID.IsZero() || h.ChainID.IsZero():
 		return errors.New("file, backup and chain ids must be set")
 	case h.KeyTableCap != 0 && (h.KeyTableCap < minKeyTableCap || h.KeyTableCap > maxKeyTableCap || h.KeyTableCap%keyTableCapAlign != 0):

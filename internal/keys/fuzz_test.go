@@ -49,7 +49,7 @@ func passwordEntrySeeds() map[string][]byte {
 		"fixed-minus-one":   valid[:passwordEntryFixed-1],
 		"hint-len-ffff":     set(85, 0xffff, 2),
 		"memory-ffffffff":   set(4, 0xffffffff, 4),
-		"memory-4gib":       set(4, maxKDFMemory, 4),
+		"memory-max":        set(4, maxKDFMemory, 4),
 		"time-ffffffff":     set(0, 0xffffffff, 4),
 		"time-zero":         set(0, 0, 4),
 	}

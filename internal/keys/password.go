@@ -31,8 +31,8 @@ var TestKDF = KDFParams{Time: 1, Memory: 64, Threads: 1}
 // Limits on parameters read from a file, so a hostile file cannot make
 // ferry allocate without bound.
 const (
-	maxKDFMemory  = 4 * 1024 * 1024 // KiB: 4 GiB
-	maxKDFTime    = 64
+	maxKDFMemory  = 1024 * 1024 // KiB: 1 GiB, 16x the default
+	maxKDFTime    = 16
 	saltSize      = 16
 	maxHintLength = 1024
 )

@@ -241,19 +241,19 @@ func TestParsePasswordEntryRejects(t *testing.T) {
 	}
 	long := (&PasswordEntry{Params: TestKDF, Hint: strings.Repeat("h", maxHintLength+1)}).Marshal()
 	cases := map[string][]byte{
-		"empty":              nil,
-		"short":              valid[:passwordEntryFixed-1],
-		"hint length short":  withHintLen(2),
-		"hint length long":   withHintLen(4),
-		"hint length huge":   withHintLen(0xffff),
-		"trailing byte":      append(bytes.Clone(valid), 0),
-		"hint too long":      long,
-		"zero time":          withParams(KDFParams{Time: 0, Memory: 64, Threads: 1}),
-		"huge time":          withParams(KDFParams{Time: 0xffffffff, Memory: 64, Threads: 1}),
-		"huge memory":        withParams(KDFParams{Time: 1, Memory: 0xffffffff, Threads: 1}),
-		"memory over 4 GiB":  withParams(KDFParams{Time: 1, Memory: maxKDFMemory + 1, Threads: 1}),
-		"zero threads":       withParams(KDFParams{Time: 1, Memory: 64, Threads: 0}),
-		"memory < 8×threads": withParams(KDFParams{Time: 1, Memory: 8*255 - 1, Threads: 255}),
+		"empty":               nil,
+		"short":               valid[:passwordEntryFixed-1],
+		"hint length short":   withHintLen(2),
+		"hint length long":    withHintLen(4),
+		"hint length huge":    withHintLen(0xffff),
+		"trailing byte":       append(bytes.Clone(valid), 0),
+		"hint too long":       long,
+		"zero time":           withParams(KDFParams{Time: 0, Memory: 64, Threads: 1}),
+		"huge time":           withParams(KDFParams{Time: 0xffffffff, Memory: 64, Threads: 1}),
+		"huge memory":         withParams(KDFParams{Time: 1, Memory: 0xffffffff, Threads: 1}),
+		"memory over the max": withParams(KDFParams{Time: 1, Memory: maxKDFMemory + 1, Threads: 1}),
+		"zero threads":        withParams(KDFParams{Time: 1, Memory: 64, Threads: 0}),
+		"memory < 8×threads":  withParams(KDFParams{Time: 1, Memory: 8*255 - 1, Threads: 255}),
 	}
 	for name, b := range cases {
 		if e, err := ParsePasswordEntry(b); err == nil {
