@@ -76,7 +76,7 @@ proto-check: $(PROTO_TOOLS) ## Fail when the committed generated code is stale (
 .PHONY: bench
 bench: build ## Benchmarks: seal/open, 2 GiB backup and restore, peers (zstd|openssl); prints MB/s and peak RSS
 	bench/install-peers.sh
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/keys/ ./internal/backup/
+	$(GO) test -run '^$$' -bench 'SealBlock|OpenBlock' -cpu 1 ./internal/backup/
 	bench/backup-2g.sh
 
 .PHONY: fuzz

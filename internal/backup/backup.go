@@ -317,9 +317,6 @@ func sameFile(a, b *format.Object) bool {
 	return a.Type == format.ObjectFile && b.Type == format.ObjectFile && a.Size == b.Size && a.MTime == b.MTime
 }
 
-// errShortRead marks a file that shrank while it was read.
-var errShortRead = errors.New("file shrank while it was read")
-
 func readBlock(f io.ReaderAt, buf []byte, off int64) (int, error) {
 	n, err := f.ReadAt(buf, off)
 	if err == io.EOF {

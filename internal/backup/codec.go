@@ -95,8 +95,6 @@ func (sl *sealer) seal(obj, block uint64, plain, out []byte, counter uint64) (fo
 
 // opener turns records back into plaintext blocks, checking digests.
 type opener struct {
-	dec      *zstd.Decoder
-	backupID format.ID
 	sessions map[keys.KeyID]*keys.Session
 }
 

@@ -50,7 +50,6 @@ type job struct {
 	end       bool
 	finalSize uint64
 	vanished  bool
-	reason    string
 
 	digest  format.Digest
 	skip    bool

@@ -107,7 +107,6 @@ type target struct {
 	final   string
 	left    atomic.Int64
 	meta    bool // apply mode, owner and mtime when done
-	errOnce sync.Once
 }
 
 type restoreJob struct {
@@ -121,7 +120,6 @@ func (rs *restorer) restoreDir(ctx context.Context, cat *format.Catalog, to stri
 	}
 	var targets []*target
 	var dirs []*format.Object
-	created := []string{}
 	cleanup := func() {
 		for _, t := range targets {
 			if t.f != nil {
@@ -156,7 +154,6 @@ func (rs *restorer) restoreDir(ctx context.Context, cat *format.Catalog, to stri
 				cleanup()
 				return fmt.Errorf("restore: %w", err)
 			}
-			created = append(created, p)
 			setOwner(p, obj, true)
 			if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{unix.NsecToTimespec(obj.MTime), unix.NsecToTimespec(obj.MTime)}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				cleanup()

@@ -330,7 +330,7 @@ func TestIdentityFromCert(t *testing.T) {
 // side saw. With TLS 1.3 the client finishes its handshake before the server
 // has judged the client certificate, so the client's verdict is the first
 // read: the server's "ok" or its alert.
-func handshake(t *testing.T, serverCfg, clientCfg *tls.Config) (serverErr, clientErr error, seen Identity) {
+func handshake(t *testing.T, serverCfg, clientCfg *tls.Config) (seen Identity, serverErr, clientErr error) {
 	t.Helper()
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", serverCfg)
 	if err != nil {
@@ -370,7 +370,7 @@ func handshake(t *testing.T, serverCfg, clientCfg *tls.Config) (serverErr, clien
 		conn.Close()
 	}
 	r := <-done
-	return r.err, err, r.id
+	return r.id, r.err, err
 }
 
 func TestHandshake(t *testing.T) {
@@ -479,7 +479,7 @@ func TestHandshake(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			serverErr, clientErr, seen := handshake(t, tt.server, tt.client)
+			seen, serverErr, clientErr := handshake(t, tt.server, tt.client)
 			t.Logf("server: %v; client: %v", serverErr, clientErr)
 			check(t, "server", serverErr, tt.wantServerIs, tt.wantServer)
 			check(t, "client", clientErr, tt.wantClientIs, tt.wantClient)
@@ -508,7 +508,7 @@ func TestTLSConfigFromFiles(t *testing.T) {
 	if server.ClientAuth != tls.RequireAndVerifyClientCert {
 		t.Errorf("ClientAuth = %v, want RequireAndVerifyClientCert", server.ClientAuth)
 	}
-	serverErr, clientErr, seen := handshake(t, server, client)
+	seen, serverErr, clientErr := handshake(t, server, client)
 	if serverErr != nil || clientErr != nil {
 		t.Fatalf("handshake: server %v, client %v", serverErr, clientErr)
 	}
