@@ -101,12 +101,12 @@ type restorer struct {
 
 // target is one object being written.
 type target struct {
-	obj     *format.Object
-	f       *os.File
-	tmp     string // partial name, "" when writing in place (a device)
-	final   string
-	left    atomic.Int64
-	meta    bool // apply mode, owner and mtime when done
+	obj   *format.Object
+	f     *os.File
+	tmp   string // partial name, "" when writing in place (a device)
+	final string
+	left  atomic.Int64
+	meta  bool // apply mode, owner and mtime when done
 }
 
 type restoreJob struct {
