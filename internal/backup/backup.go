@@ -169,11 +169,12 @@ func Backup(ctx context.Context, r *repo.Repo, name, path string, o Options) (*R
 		return nil, err
 	}
 	defer pending.Abort() // removes the partial file unless committed
-	w, err := format.NewWriter(pending.File(), h, kt)
+	w, err := format.NewWriter(pending, h, kt)
 	if err != nil {
 		return nil, fmt.Errorf("write %s: %w", pending.Name(), err)
 	}
 	cat := &format.Catalog{SourceKind: src.kind, SourcePath: src.root, Objects: src.objects}
+	log.Debug("starting pipeline")
 	st, err := runBackupPipeline(ctx, src, cat, plan.prev, w, session, o)
 	if err != nil {
 		return nil, err
@@ -185,7 +186,9 @@ func Backup(ctx context.Context, r *repo.Repo, name, path string, o Options) (*R
 	if _, err := w.Finish(section); err != nil {
 		return nil, fmt.Errorf("write %s: %w", pending.Name(), err)
 	}
+	log.Debug("records and catalog written; committing")
 	final, err := pending.Commit()
+	log.Debug("committed")
 	if err != nil {
 		return nil, err
 	}
