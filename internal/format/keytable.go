@@ -113,6 +113,36 @@ func marshalSlot(kt *KeyTable, c uint32) ([]byte, error) {
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli)), nil
 }
 
+// MarshalKeyTable encodes the key table section of a new file: kt in the
+// first slot, the second slot empty, each of capacity c. NewWriter writes
+// exactly these bytes.
+func MarshalKeyTable(kt *KeyTable, c uint32) ([]byte, error) {
+	if kt.Generation == 0 {
+		cp := *kt
+		cp.Generation = 1
+		kt = &cp
+	}
+	slot, err := marshalSlot(kt, c)
+	if err != nil {
+		return nil, err
+	}
+	return append(slot, make([]byte, c)...), nil
+}
+
+// ParseKeyTable decodes a key table section of two slots of capacity c,
+// as Open does.
+func ParseKeyTable(file string, off int64, b []byte, c uint32) (*KeyTable, error) {
+	if c == 0 || len(b) != 2*int(c) {
+		return nil, corrupt(file, RegionKeyTable, off, "key table section is %d bytes, want 2 x %d", len(b), c)
+	}
+	return parseKeyTable(file, off, b, c)
+}
+
+// CheckKeyTable makes sure kt wraps every secret h lists, and nothing else.
+func CheckKeyTable(file string, off int64, kt *KeyTable, h *Header) error {
+	return checkKeyTable(file, off, kt, h)
+}
+
 // parseSlot decodes one slot; an all-zero slot is empty (nil, nil).
 func parseSlot(file string, off int64, b []byte) (*KeyTable, error) {
 	empty := true

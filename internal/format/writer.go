@@ -40,17 +40,13 @@ func NewWriter(w io.Writer, h Header, kt KeyTable) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if kt.Generation == 0 {
-		kt.Generation = 1
-	}
-	slot, err := marshalSlot(&kt, h.KeyTableCap)
+	ktb, err := MarshalKeyTable(&kt, h.KeyTableCap)
 	if err != nil {
 		return nil, err
 	}
 	fw := &Writer{bw: bufio.NewWriterSize(w, 256<<10), h: h, hdr: hdr, seen: map[BlockKey]struct{}{}}
 	fw.write(hdr)
-	fw.write(slot)
-	fw.write(make([]byte, h.KeyTableCap)) // the second slot starts empty
+	fw.write(ktb) // the second slot starts empty
 	fw.start = fw.off
 	return fw, fw.err
 }

@@ -33,8 +33,12 @@ func New(passwords ...[]byte) *Keyring {
 	return k
 }
 
+// AddSession adds an unwrapped session secret, as the controller hands
+// them to an agent for one session.
+func (k *Keyring) AddSession(s *keys.Session) { k.sessions[s.ID()] = s }
+
 // Empty reports whether the keyring holds no key at all.
-func (k *Keyring) Empty() bool { return len(k.passwords) == 0 }
+func (k *Keyring) Empty() bool { return len(k.passwords) == 0 && len(k.sessions) == 0 }
 
 // Session opens the session secret id of file f. The error names the file
 // and, for a wrong password, the hint stored with it.

@@ -1,0 +1,292 @@
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+
+	"github.com/ferrybackup/ferry/internal/backup"
+	"github.com/ferrybackup/ferry/internal/format"
+	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
+	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
+	"github.com/ferrybackup/ferry/internal/grant"
+	"github.com/ferrybackup/ferry/internal/keyring"
+	"github.com/ferrybackup/ferry/internal/keys"
+	"github.com/ferrybackup/ferry/internal/pki"
+	"github.com/ferrybackup/ferry/internal/repo"
+	"github.com/ferrybackup/ferry/internal/transfer"
+)
+
+// Repository is one repository an agent serves.
+type Repository struct {
+	Name              string
+	Repo              *repo.Repo
+	RequireEncryption bool
+}
+
+// Target is the target agent's TargetService.
+type Target struct {
+	targetv1.UnimplementedTargetServiceServer
+	name  string
+	repos map[string]*Repository
+	log   hclog.Logger
+	now   func() time.Time
+
+	mu        sync.RWMutex
+	grantKeys []ed25519.PublicKey
+}
+
+// NewTarget makes the service. grantKeys are the controller keys whose
+// grants it accepts.
+func NewTarget(name string, repos []*Repository, grantKeys []ed25519.PublicKey, log hclog.Logger) *Target {
+	t := &Target{name: name, repos: map[string]*Repository{}, log: log, now: time.Now, grantKeys: grantKeys}
+	for _, r := range repos {
+		t.repos[r.Name] = r
+	}
+	return t
+}
+
+// MaxMessageSize bounds a message on the data stream: one record of the
+// largest block size with room for its framing.
+const MaxMessageSize = format.MaxBlockSize + 1<<20
+
+// ServerOptions are the options a target's gRPC server needs.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize)}
+}
+
+func requireRole(ctx context.Context, roles ...pki.Role) (pki.Identity, error) {
+	id, err := pki.PeerIdentity(ctx)
+	if err != nil {
+		return id, fmt.Errorf("%w: %v", errWrongPeer, err)
+	}
+	for _, r := range roles {
+		if id.Role == r {
+			return id, nil
+		}
+	}
+	return id, fmt.Errorf("%w: %s may not call this", errWrongPeer, id)
+}
+
+func (t *Target) repo(name string) (*Repository, error) {
+	r, ok := t.repos[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q on agent %s", errNoRepository, name, t.name)
+	}
+	return r, nil
+}
+
+// Transfer receives one backup file from a source agent.
+func (t *Target) Transfer(stream targetv1.TargetService_TransferServer) error {
+	err := t.transfer(stream)
+	if err != nil {
+		t.log.Warn("transfer failed", "error", err)
+	}
+	return toStatus(err)
+}
+
+func (t *Target) transfer(stream targetv1.TargetService_TransferServer) error {
+	id, err := requireRole(stream.Context(), pki.RoleSource)
+	if err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	open := first.GetOpen()
+	if open == nil {
+		return fmt.Errorf("%w: a transfer starts with an open", errBadRequest)
+	}
+	t.mu.RLock()
+	g, err := grant.Verify(t.grantKeys, open.Grant, open.GrantSignature, t.now())
+	t.mu.RUnlock()
+	if err != nil {
+		return err
+	}
+	if g.SourceAgent != id.Name {
+		return fmt.Errorf("%w: the grant of session %s is for source agent %q, not %q", grant.ErrInvalid, g.SessionId, g.SourceAgent, id.Name)
+	}
+	r, err := t.repo(g.Repository)
+	if err != nil {
+		return err
+	}
+	want := transfer.Expect{Backup: g.Backup, Sequence: g.Sequence, RequireEncryption: r.RequireEncryption}
+	if !copyID(&want.BackupID, g.BackupId) || !copyID(&want.ChainID, g.ChainId) || !copyID(&want.FileID, g.FileId) {
+		return fmt.Errorf("%w: malformed ids in grant", grant.ErrInvalid)
+	}
+	log := t.log.With("session", g.SessionId, "job", g.Job, "backup", g.Backup, "source", id.Name)
+	rc, err := transfer.NewReceiver(r.Repo, open.Header, open.KeyTable, want)
+	if err != nil {
+		return err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			rc.Abort()
+		}
+	}()
+	start := time.Now()
+	if err := stream.Send(&targetv1.TransferResponse{Msg: &targetv1.TransferResponse_Accepted{Accepted: &targetv1.TransferAccepted{FileId: g.FileId}}}); err != nil {
+		return err
+	}
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: the stream ended before the file was finished", transfer.ErrRefused)
+		}
+		if err != nil {
+			return err
+		}
+		switch m := msg.Msg.(type) {
+		case *targetv1.TransferRequest_Records:
+			for _, rec := range m.Records.Records {
+				if err := rc.Record(rec.Header, rec.Payload); err != nil {
+					return err
+				}
+			}
+		case *targetv1.TransferRequest_Finish:
+			p, err := rc.Commit(m.Finish.Catalog, m.Finish.TrailerHash)
+			if err != nil {
+				return err
+			}
+			committed = true
+			log.Info("backup file committed", "point", p.FileID, "sequence", p.Sequence, "records", rc.Records, "bytes", p.Size)
+			return stream.Send(&targetv1.TransferResponse{Msg: &targetv1.TransferResponse_Committed{Committed: &targetv1.TransferCommitted{
+				FileId: g.FileId, Size: p.Size,
+				Stats: &commonv1.SessionStats{BytesWritten: p.Size, Records: int64(rc.Records), DurationNanos: int64(time.Since(start))},
+			}}})
+		default:
+			return fmt.Errorf("%w: unexpected message %T", errBadRequest, msg.Msg)
+		}
+	}
+}
+
+func copyID(dst *format.ID, b []byte) bool {
+	if len(b) != len(dst) {
+		return false
+	}
+	copy(dst[:], b)
+	return true
+}
+
+// ListPoints lists the points of a backup.
+func (t *Target) ListPoints(ctx context.Context, req *targetv1.ListPointsRequest) (*targetv1.ListPointsResponse, error) {
+	if _, err := requireRole(ctx, pki.RoleController); err != nil {
+		return nil, toStatus(err)
+	}
+	r, err := t.repo(req.Repository)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	ix, err := r.Repo.Index(req.Backup)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &targetv1.ListPointsResponse{}
+	for _, p := range ix.Points() {
+		resp.Points = append(resp.Points, PointProto(req.Backup, p))
+	}
+	return resp, nil
+}
+
+// PointProto converts a repository point for the wire.
+func PointProto(backupName string, p *repo.Point) *commonv1.Point {
+	kind := commonv1.PointKind_POINT_KIND_FULL
+	if p.Kind == format.KindIncremental {
+		kind = commonv1.PointKind_POINT_KIND_INCREMENTAL
+	}
+	return &commonv1.Point{
+		Backup: backupName, FileId: p.FileID[:], BackupId: p.BackupID[:], ChainId: p.ChainID[:], ParentId: p.ParentID[:],
+		Sequence: p.Sequence, Kind: kind, Encrypted: p.Encryption != format.EncryptionNone, BlockSize: p.BlockSize,
+		CreatedUnixNano: p.Created.UnixNano(), Size: p.Size, PlainBytes: p.PlainBytes, KeyRefs: p.KeyRefs,
+		PasswordHint: p.Hint, Damaged: p.Damaged,
+	}
+}
+
+// keyringFrom builds a keyring from session keys handed over for one call.
+func keyringFrom(sks []*commonv1.SessionKey) (*keyring.Keyring, error) {
+	kr := keyring.New()
+	for _, sk := range sks {
+		s, err := keys.SessionFromSecret(sk.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("%w: session key: %v", errBadRequest, err)
+		}
+		if len(sk.KeyId) != keys.KeyIDSize || !s.Matches(keys.KeyID(sk.KeyId)) {
+			return nil, fmt.Errorf("%w: a session key does not match its id", errBadRequest)
+		}
+		kr.AddSession(s)
+	}
+	return kr, nil
+}
+
+// Verify checks a chain of a backup, keyless or with the keys handed over.
+func (t *Target) Verify(ctx context.Context, req *targetv1.VerifyRequest) (*targetv1.VerifyResponse, error) {
+	if _, err := requireRole(ctx, pki.RoleController); err != nil {
+		return nil, toStatus(err)
+	}
+	r, err := t.repo(req.Repository)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	kr, err := keyringFrom(req.Keys)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	point := ""
+	if len(req.PointId) > 0 {
+		point = fmt.Sprintf("%x", req.PointId)
+	}
+	res, err := backup.Verify(ctx, r.Repo, req.Backup, backup.VerifyOptions{Point: point, Keyless: req.Keyless, Keys: kr})
+	if res == nil {
+		return nil, toStatus(err)
+	}
+	// Problems are the answer, not a failure of the call.
+	return &targetv1.VerifyResponse{Files: int64(res.Files), Records: int64(res.Records), Bytes: res.Bytes, Problems: res.Problems}, nil
+}
+
+// Restore restores a point on the target's host with the keys handed over.
+func (t *Target) Restore(ctx context.Context, req *targetv1.RestoreRequest) (*targetv1.RestoreResponse, error) {
+	if _, err := requireRole(ctx, pki.RoleController); err != nil {
+		return nil, toStatus(err)
+	}
+	r, err := t.repo(req.Repository)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	kr, err := keyringFrom(req.Keys)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	point := ""
+	if len(req.PointId) > 0 {
+		point = fmt.Sprintf("%x", req.PointId)
+	}
+	res, err := backup.Restore(ctx, r.Repo, req.Backup, req.To, backup.RestoreOptions{Point: point, Keys: kr})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &targetv1.RestoreResponse{Objects: int64(res.Objects), Bytes: res.Bytes}, nil
+}
+
+// Describe reports the agent's repositories.
+func (t *Target) Describe(ctx context.Context, _ *targetv1.DescribeRequest) (*targetv1.DescribeResponse, error) {
+	if _, err := requireRole(ctx, pki.RoleController); err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &targetv1.DescribeResponse{Name: t.name, Version: Version}
+	for _, r := range t.repos {
+		resp.Repositories = append(resp.Repositories, &targetv1.Repository{Name: r.Name, RequireEncryption: r.RequireEncryption})
+	}
+	return resp, nil
+}
+
+// Version is the agent's version, reported by Describe.
+var Version = "dev"

@@ -1,0 +1,318 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/ferrybackup/ferry/internal/format"
+	"github.com/ferrybackup/ferry/internal/keyring"
+	"github.com/ferrybackup/ferry/internal/keys"
+	"github.com/ferrybackup/ferry/internal/repo"
+)
+
+// FileSink receives a backup file as it is made, in file order: where a
+// copy goes (a stream to a target agent, or a local file).
+type FileSink interface {
+	// Open starts the file with its exact header and key table bytes.
+	Open(header, keyTable []byte) error
+	// Record adds one record; sum is its block map checksum. The buffers
+	// are reused once Record returns.
+	Record(header, payload []byte, sum format.Checksum) error
+	// Finish ends the file with its catalog section.
+	Finish(catalog []byte) error
+}
+
+// CopySpec says which point to copy and what the new file is.
+type CopySpec struct {
+	// Point is the source point (id or unique prefix); empty means latest.
+	Point string
+	// Base is the source point the target already holds as the parent of
+	// the new file; empty for a full. It must be in the same source chain
+	// as Point (ErrBaseElsewhere otherwise: make a full instead).
+	Base string
+	// SourceKeys opens the source files when they are encrypted.
+	SourceKeys *keyring.Keyring
+	// The new file.
+	FileID, BackupID, ChainID, ParentID format.ID
+	Sequence                            uint32
+	BackupName                          string
+	Created                             time.Time
+	// Session seals the new file; nil writes it unencrypted. KeyTable holds
+	// its wrapped forms.
+	Session  *keys.Session
+	KeyTable format.KeyTable
+	Workers  int
+	Progress func(sent int64)
+}
+
+// CopyResult describes what a copy sent.
+type CopyResult struct {
+	Source    *repo.Point
+	Kind      format.Kind
+	Records   int
+	ReadBytes int64 // record bytes read from the source files
+	SentBytes int64 // record bytes handed to the sink
+	Duration  time.Duration
+}
+
+// ErrBaseElsewhere is returned when the base point is not in the chain of
+// the point to copy (the source started a new chain): copy a full instead.
+var ErrBaseElsewhere = errors.New("the last copied point is not in the chain of the point to copy")
+
+// Copy sends a restore point of backup in r to sink as one new backup
+// file: a full holding every block of the point, or, with a base, an
+// incremental holding the blocks whose digest changed since the base.
+// Payloads keep their compression; encrypted sources are opened with
+// SourceKeys and everything is sealed again under spec.Session.
+func Copy(ctx context.Context, r *repo.Repo, backup string, spec CopySpec, sink FileSink) (*CopyResult, error) {
+	start := time.Now()
+	if spec.Workers <= 0 {
+		spec.Workers = runtime.GOMAXPROCS(0)
+	}
+	if spec.SourceKeys == nil {
+		spec.SourceKeys = keyring.New()
+	}
+	ix, err := r.Index(backup)
+	if err != nil {
+		return nil, err
+	}
+	p, c, err := ix.Find(spec.Point)
+	if err != nil {
+		return nil, err
+	}
+	files, err := openChain(r, backup, c, p, spec.SourceKeys)
+	if err != nil {
+		return nil, err
+	}
+	defer closeChain(files)
+	last := files[len(files)-1]
+	cat, err := last.f.Catalog(last.meta())
+	if err != nil {
+		return nil, err
+	}
+	bix := blockIndex(files)
+	if err := checkResolvable(cat, bix, last); err != nil {
+		return nil, err
+	}
+
+	res := &CopyResult{Source: p, Kind: format.KindFull}
+	var baseDigests map[format.BlockKey]format.Digest
+	if spec.Base != "" {
+		bp, bc, err := ix.Find(spec.Base)
+		if err != nil {
+			return nil, fmt.Errorf("base point: %w", err)
+		}
+		if bc.ID != c.ID || bp.Sequence > p.Sequence {
+			return nil, fmt.Errorf("%w (base %s in chain %s, point %s in chain %s)", ErrBaseElsewhere, bp.FileID, bc.ID, p.FileID, c.ID)
+		}
+		bf := files[bp.Sequence-1]
+		bcat, err := bf.f.Catalog(bf.meta())
+		if err != nil {
+			return nil, err
+		}
+		baseDigests = map[format.BlockKey]format.Digest{}
+		for i := range bcat.Objects {
+			o := &bcat.Objects[i]
+			for b, d := range o.Digests {
+				baseDigests[format.BlockKey{Object: o.ID, Block: uint64(b)}] = d
+			}
+		}
+		res.Kind = format.KindIncremental
+	}
+
+	h := format.Header{
+		FileID: spec.FileID, BackupID: spec.BackupID, ChainID: spec.ChainID, ParentID: spec.ParentID,
+		Sequence: spec.Sequence, Kind: res.Kind, BlockSize: last.f.Header.BlockSize, Created: spec.Created,
+		BackupName: spec.BackupName,
+	}
+	if h.Created.IsZero() {
+		h.Created = time.Now().UTC()
+	}
+	if spec.Session != nil {
+		h.Encryption = format.EncryptionAES256GCM
+		h.Secrets = []keys.KeyID{spec.Session.ID()}
+	}
+	h.KeyTableCap = format.KeyTableCapFor(&spec.KeyTable)
+	hb, err := format.MarshalHeader(&h)
+	if err != nil {
+		return nil, fmt.Errorf("copy: %w", err)
+	}
+	kb, err := format.MarshalKeyTable(&spec.KeyTable, h.KeyTableCap)
+	if err != nil {
+		return nil, fmt.Errorf("copy: %w", err)
+	}
+	if err := sink.Open(hb, kb); err != nil {
+		return nil, err
+	}
+
+	// The blocks to send, in catalog order.
+	var todo []copyJob
+	for i := range cat.Objects {
+		o := &cat.Objects[i]
+		for b, d := range o.Digests {
+			k := format.BlockKey{Object: o.ID, Block: uint64(b)}
+			if bd, ok := baseDigests[k]; ok && bd == d {
+				continue
+			}
+			todo = append(todo, copyJob{key: k, loc: bix[k]})
+		}
+	}
+	if err := runCopyPipeline(ctx, files, todo, &h, spec, sink, res); err != nil {
+		return nil, err
+	}
+	section, err := sealCatalog(cat, &h, spec.Session)
+	if err != nil {
+		return nil, err
+	}
+	if err := sink.Finish(section); err != nil {
+		return nil, err
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+type copyJob struct {
+	key format.BlockKey
+	loc loc
+	seq uint64
+
+	rec     []byte // pooled: the source record
+	out     []byte // pooled: the new record's payload
+	rh      format.RecordHeader
+	payload []byte
+	sum     format.Checksum
+	read    int
+	err     error
+}
+
+func runCopyPipeline(ctx context.Context, files []*chainFile, todo []copyJob, h *format.Header, spec CopySpec, sink FileSink, res *CopyResult) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p := &pipeline{ctx: ctx, cancel: cancel}
+	bs := h.BlockSize
+	n := window(bs, spec.Workers)
+	recs := make(chan []byte, n)
+	outs := make(chan []byte, n)
+	for range n {
+		recs <- make([]byte, format.RecordHeaderSize+bs+format.TagSize)
+		outs <- make([]byte, bs+format.TagSize)
+	}
+	jobs := make(chan *copyJob, n)
+	done := make(chan *copyJob, n)
+
+	go func() {
+		defer close(jobs)
+		for i := range todo {
+			j := &todo[i]
+			j.seq = uint64(i)
+			select {
+			case j.rec = <-recs:
+			case <-ctx.Done():
+				return
+			}
+			j.out = <-outs
+			select {
+			case jobs <- j:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range spec.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				j.err = reseal(files, j, h, spec.Session)
+				done <- j
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(done) }()
+
+	pending := map[uint64]*copyJob{}
+	var next uint64
+	var hdr [format.RecordHeaderSize]byte
+	for j := range done {
+		if ctx.Err() != nil {
+			continue
+		}
+		pending[j.seq] = j
+		for {
+			j, ok := pending[next]
+			if !ok {
+				break
+			}
+			delete(pending, next)
+			next++
+			if j.err != nil {
+				p.fail(j.err)
+				break
+			}
+			if err := sink.Record(j.rh.Marshal(hdr[:0]), j.payload, j.sum); err != nil {
+				p.fail(err)
+				break
+			}
+			res.Records++
+			res.ReadBytes += int64(j.read)
+			res.SentBytes += int64(format.RecordHeaderSize + len(j.payload))
+			recs <- j.rec
+			outs <- j.out
+			j.rec, j.out, j.payload = nil, nil, nil
+			if spec.Progress != nil {
+				spec.Progress(res.SentBytes)
+			}
+		}
+	}
+	if p.err != nil {
+		return p.err
+	}
+	return ctx.Err()
+}
+
+// reseal reads one source record, opens it if the source is encrypted
+// (without decompressing), and seals it for the new file.
+func reseal(files []*chainFile, j *copyJob, h *format.Header, s *keys.Session) error {
+	cf := files[j.loc.file]
+	e := &cf.f.Entries[j.loc.entry]
+	srh, payload, err := cf.f.ReadRecord(e, j.rec)
+	if err != nil {
+		return err
+	}
+	j.read = int(e.Length)
+	stored := payload
+	if cf.f.Header.Encrypted() {
+		sess := cf.sessions[srh.KeyID]
+		if sess == nil {
+			return fmt.Errorf("backup file %s: %w %x", cf.f.Name, errKey, srh.KeyID[:4])
+		}
+		var aad [64]byte
+		// Open in place: the record buffer is ours until the writer
+		// takes the result.
+		stored, err = sess.Data().Open(payload[:0], srh.Nonce[:], payload, format.RecordAAD(aad[:0], cf.f.Header.BackupID, &srh))
+		if err != nil {
+			return &format.CorruptError{File: cf.f.Name, Region: format.RegionRecordPayload, Offset: e.Offset + format.RecordHeaderSize,
+				Reason: fmt.Sprintf("%s does not authenticate (wrong key or altered data)", e)}
+		}
+	}
+	rh := format.RecordHeader{Object: srh.Object, Block: srh.Block, PlainLen: srh.PlainLen, StoredLen: srh.StoredLen, Compression: srh.Compression}
+	if s == nil {
+		rh.SealedLen = rh.StoredLen
+		j.payload = stored
+	} else {
+		rh.SealedLen = rh.StoredLen + format.TagSize
+		rh.KeyID = s.ID()
+		rh.Nonce = format.Nonce(0, j.seq)
+		var aad [64]byte
+		j.payload = s.Data().Seal(j.out[:0], rh.Nonce[:], stored, format.RecordAAD(aad[:0], h.BackupID, &rh))
+	}
+	j.rh = rh
+	var hdr [format.RecordHeaderSize]byte
+	j.sum = format.RecordChecksum(rh.Marshal(hdr[:0]), j.payload)
+	return nil
+}

@@ -1,0 +1,206 @@
+package transfer
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+
+	"github.com/ferrybackup/ferry/internal/format"
+	"github.com/ferrybackup/ferry/internal/repo"
+)
+
+// ErrRefused matches every transfer the receiver refuses.
+var ErrRefused = errors.New("transfer refused")
+
+func refuse(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrRefused, fmt.Sprintf(format, args...))
+}
+
+// Receiver writes one received backup file into a repository.
+type Receiver struct {
+	r       *repo.Repo
+	backup  string
+	h       *format.Header
+	lock    *repo.Lock
+	pending *repo.Pending
+	w       *format.Writer
+	tr      *trailer
+	Records int
+	Bytes   int64
+}
+
+// Expect is what the receiver checks the new file against: what the
+// controller's grant names, and the target repository's policy.
+type Expect struct {
+	Backup            string
+	BackupID          format.ID
+	ChainID           format.ID
+	FileID            format.ID
+	Sequence          uint32
+	RequireEncryption bool
+}
+
+// NewReceiver checks a file's header and key table against what was
+// granted and what the repository holds, and starts writing it. It holds
+// the backup's lock until Commit or Abort.
+func NewReceiver(r *repo.Repo, hb, kb []byte, want Expect) (*Receiver, error) {
+	h, err := format.ParseHeader("(received)", hb)
+	if err != nil {
+		return nil, refuse("header: %v", err)
+	}
+	switch {
+	case h.BackupName != want.Backup:
+		return nil, refuse("the file is for backup %q, the grant for %q", h.BackupName, want.Backup)
+	case h.BackupID != want.BackupID || h.ChainID != want.ChainID || h.FileID != want.FileID || h.Sequence != want.Sequence:
+		return nil, refuse("the file's backup, chain, file id or sequence is not the one granted")
+	case want.RequireEncryption && !h.Encrypted():
+		return nil, refuse("repository requires encryption and the file is not encrypted")
+	}
+	kt, err := format.ParseKeyTable("(received)", int64(len(hb)), kb, h.KeyTableCap)
+	if err != nil {
+		return nil, refuse("key table: %v", err)
+	}
+	if err := format.CheckKeyTable("(received)", int64(len(hb)), kt, h); err != nil {
+		return nil, refuse("key table: %v", err)
+	}
+	lock, err := r.Lock(want.Backup)
+	if err != nil {
+		return nil, err
+	}
+	rc := &Receiver{r: r, backup: want.Backup, h: h, lock: lock, tr: newTrailer()}
+	if err := rc.checkChain(); err != nil {
+		lock.Unlock()
+		return nil, err
+	}
+	if _, err := r.RemovePartials(want.Backup); err != nil {
+		lock.Unlock()
+		return nil, err
+	}
+	if rc.pending, err = r.NewFile(want.Backup, h.ChainID, h.Sequence, h.FileID); err != nil {
+		lock.Unlock()
+		return nil, err
+	}
+	if rc.w, err = format.NewWriter(rc.pending, *h, *kt); err != nil {
+		rc.Abort()
+		return nil, refuse("%v", err)
+	}
+	// What the writer puts down must be exactly what was sent, or the
+	// trailer and the sender's idea of the file disagree.
+	hb2, _ := format.MarshalHeader(rc.w.Header())
+	kb2, _ := format.MarshalKeyTable(kt, h.KeyTableCap)
+	if subtle.ConstantTimeCompare(hb, hb2) != 1 || subtle.ConstantTimeCompare(kb, kb2) != 1 {
+		rc.Abort()
+		return nil, refuse("header or key table is not in canonical form")
+	}
+	rc.tr.part(hb)
+	rc.tr.part(kb)
+	return rc, nil
+}
+
+// checkChain makes sure the file continues the chain as the repository
+// holds it: a full starts a chain that does not exist; an incremental
+// follows the chain's newest point, in the same backup.
+func (rc *Receiver) checkChain() error {
+	h := rc.h
+	ix, err := rc.r.Index(rc.backup)
+	if err != nil && !errors.Is(err, repo.ErrNoBackup) {
+		return err
+	}
+	var chain *repo.Chain
+	if ix != nil {
+		for _, p := range ix.Points() {
+			if p.Damaged == "" && p.BackupID != h.BackupID {
+				return refuse("backup %s in this repository has another backup id", rc.backup)
+			}
+			if p.FileID == h.FileID {
+				return refuse("file %s exists already", h.FileID)
+			}
+		}
+		for i := range ix.Chains {
+			if ix.Chains[i].ID == h.ChainID {
+				chain = &ix.Chains[i]
+			}
+		}
+	}
+	if h.Kind == format.KindFull {
+		if chain != nil {
+			return refuse("chain %s exists already; a full starts a new chain", h.ChainID)
+		}
+		return nil
+	}
+	if chain == nil {
+		return refuse("chain %s does not exist here", h.ChainID)
+	}
+	last := &chain.Points[len(chain.Points)-1]
+	if last.Damaged != "" || last.FileID != h.ParentID || last.Sequence+1 != h.Sequence {
+		return refuse("the file does not follow the newest point of chain %s (sequence %d)", h.ChainID, last.Sequence)
+	}
+	return nil
+}
+
+// Record writes one record. The receiver computes its checksum itself.
+func (rc *Receiver) Record(hdr, payload []byte) error {
+	if len(hdr) != format.RecordHeaderSize {
+		return refuse("record header of %d bytes", len(hdr))
+	}
+	rh, ok := format.ParseRecordHeader(hdr)
+	if !ok {
+		return refuse("malformed record header")
+	}
+	sum := format.RecordChecksum(hdr, payload)
+	if err := rc.w.WriteRecord(&rh, payload, &sum); err != nil {
+		if errors.Is(err, format.ErrDuplicateRecord) {
+			return refuse("%v", err)
+		}
+		return refuse("%v", err)
+	}
+	rc.tr.record(sum)
+	rc.Records++
+	rc.Bytes += int64(len(hdr) + len(payload))
+	return nil
+}
+
+// Commit checks the catalog section and the trailer, finishes the file,
+// checks it opens, and commits it. It returns the committed point.
+func (rc *Receiver) Commit(catalog, trailerHash []byte) (*repo.Point, error) {
+	defer rc.lock.Unlock()
+	rc.tr.part(catalog)
+	want := rc.tr.sum()
+	if subtle.ConstantTimeCompare(want[:], trailerHash) != 1 {
+		rc.pending.Abort()
+		return nil, refuse("trailer hash does not match what arrived")
+	}
+	if _, err := rc.w.Finish(catalog); err != nil {
+		rc.pending.Abort()
+		return nil, refuse("%v", err)
+	}
+	// Structure, footer hash and block map, read back before commit.
+	f, fd, err := format.OpenPath(rc.pending.Name())
+	if err != nil {
+		rc.pending.Abort()
+		return nil, fmt.Errorf("written file does not open: %w", err)
+	}
+	fd.Close()
+	_ = f
+	if _, err := rc.pending.Commit(); err != nil {
+		return nil, err
+	}
+	ix, err := rc.r.Index(rc.backup)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ix.Points() {
+		if p.FileID == rc.h.FileID {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("committed file %s is not listed", rc.h.FileID)
+}
+
+// Abort removes the partial file and releases the lock.
+func (rc *Receiver) Abort() {
+	if rc.pending != nil {
+		rc.pending.Abort()
+	}
+	rc.lock.Unlock()
+}
