@@ -41,6 +41,9 @@ type Target struct {
 
 	mu        sync.RWMutex
 	grantKeys []ed25519.PublicKey
+	// OnRegister, when set, persists the trusted grant keys after a
+	// controller registers a new one.
+	OnRegister func([]ed25519.PublicKey) error
 }
 
 // NewTarget makes the service. grantKeys are the controller keys whose
@@ -232,23 +235,10 @@ func (t *Target) Verify(ctx context.Context, req *targetv1.VerifyRequest) (*targ
 	if _, err := requireRole(ctx, pki.RoleController); err != nil {
 		return nil, toStatus(err)
 	}
-	r, err := t.repo(req.Repository)
+	res, err := verifyIn(ctx, t.repo, req.Repository, req.Backup, req.PointId, req.Keyless, req.Keys)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	kr, err := keyringFrom(req.Keys)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	point := ""
-	if len(req.PointId) > 0 {
-		point = fmt.Sprintf("%x", req.PointId)
-	}
-	res, err := backup.Verify(ctx, r.Repo, req.Backup, backup.VerifyOptions{Point: point, Keyless: req.Keyless, Keys: kr})
-	if res == nil {
-		return nil, toStatus(err)
-	}
-	// Problems are the answer, not a failure of the call.
 	return &targetv1.VerifyResponse{Files: int64(res.Files), Records: int64(res.Records), Bytes: res.Bytes, Problems: res.Problems}, nil
 }
 
@@ -257,23 +247,74 @@ func (t *Target) Restore(ctx context.Context, req *targetv1.RestoreRequest) (*ta
 	if _, err := requireRole(ctx, pki.RoleController); err != nil {
 		return nil, toStatus(err)
 	}
-	r, err := t.repo(req.Repository)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	kr, err := keyringFrom(req.Keys)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	point := ""
-	if len(req.PointId) > 0 {
-		point = fmt.Sprintf("%x", req.PointId)
-	}
-	res, err := backup.Restore(ctx, r.Repo, req.Backup, req.To, backup.RestoreOptions{Point: point, Keys: kr})
+	res, err := restoreIn(ctx, t.repo, req.Repository, req.Backup, req.PointId, req.To, req.Keys)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &targetv1.RestoreResponse{Objects: int64(res.Objects), Bytes: res.Bytes}, nil
+}
+
+// verifyIn and restoreIn serve both agents' Verify and Restore.
+func verifyIn(ctx context.Context, lookup func(string) (*Repository, error), repoName, backupName string, pointID []byte, keyless bool, sks []*commonv1.SessionKey) (*backup.VerifyResult, error) {
+	r, err := lookup(repoName)
+	if err != nil {
+		return nil, err
+	}
+	kr, err := keyringFrom(sks)
+	if err != nil {
+		return nil, err
+	}
+	res, err := backup.Verify(ctx, r.Repo, backupName, backup.VerifyOptions{Point: hexID(pointID), Keyless: keyless, Keys: kr})
+	if res == nil {
+		return nil, err
+	}
+	// Problems are the answer, not a failure of the call.
+	return res, nil
+}
+
+func restoreIn(ctx context.Context, lookup func(string) (*Repository, error), repoName, backupName string, pointID []byte, to string, sks []*commonv1.SessionKey) (*backup.RestoreResult, error) {
+	r, err := lookup(repoName)
+	if err != nil {
+		return nil, err
+	}
+	kr, err := keyringFrom(sks)
+	if err != nil {
+		return nil, err
+	}
+	return backup.Restore(ctx, r.Repo, backupName, to, backup.RestoreOptions{Point: hexID(pointID), Keys: kr})
+}
+
+func hexID(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%x", b)
+}
+
+// RegisterController trusts the controller's grant signing key.
+func (t *Target) RegisterController(ctx context.Context, req *targetv1.RegisterControllerRequest) (*targetv1.RegisterControllerResponse, error) {
+	if _, err := requireRole(ctx, pki.RoleController); err != nil {
+		return nil, toStatus(err)
+	}
+	if len(req.GrantPublicKey) != ed25519.PublicKeySize {
+		return nil, toStatus(fmt.Errorf("%w: grant public key of %d bytes", errBadRequest, len(req.GrantPublicKey)))
+	}
+	key := ed25519.PublicKey(append([]byte(nil), req.GrantPublicKey...))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, k := range t.grantKeys {
+		if k.Equal(key) {
+			return &targetv1.RegisterControllerResponse{}, nil
+		}
+	}
+	t.grantKeys = append(t.grantKeys, key)
+	if t.OnRegister != nil {
+		if err := t.OnRegister(t.grantKeys); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	t.log.Info("trusting a controller's grant key", "key", fmt.Sprintf("%x", key[:8]))
+	return &targetv1.RegisterControllerResponse{}, nil
 }
 
 // Describe reports the agent's repositories.

@@ -29,10 +29,20 @@ var BlockSizes = []uint32{256 << 10, 512 << 10, 1 << 20, 4 << 20}
 type Options struct {
 	BlockSize   uint32 // one of BlockSizes; 0 means DefaultBlockSize
 	Compression Compression
-	// Password turns encryption on. Nil means unencrypted.
+	// Password turns encryption on (offline use): each file gets a new
+	// session secret wrapped under the password's Argon2id key.
 	Password []byte
 	Hint     string
 	KDF      keys.KDFParams // zero means keys.DefaultKDF
+	// Session and KeyTable turn encryption on with a session secret and
+	// its wrapped forms made by the controller (agent use).
+	Session  *keys.Session
+	KeyTable format.KeyTable
+	// Keys opens the previous point of the chain when it is encrypted;
+	// nil means the Password.
+	Keys *keyring.Keyring
+	// FileID is the new file's id; zero means a random one.
+	FileID format.ID
 	// FullScan reads every file, even those whose size and mtime match
 	// the previous point.
 	FullScan bool
@@ -133,17 +143,23 @@ func Backup(ctx context.Context, r *repo.Repo, name, path string, o Options) (*R
 	res.Warnings = append(res.Warnings, src.warnings...)
 	assignIDs(src.objects, plan.prev)
 
+	if o.FileID.IsZero() {
+		o.FileID = newID()
+	}
 	h := format.Header{
-		FileID: newID(), BackupID: plan.backupID, ChainID: plan.chainID, ParentID: plan.parentID,
+		FileID: o.FileID, BackupID: plan.backupID, ChainID: plan.chainID, ParentID: plan.parentID,
 		Sequence: plan.seq, Kind: format.KindFull, BlockSize: o.BlockSize, Created: time.Now().UTC(),
 		BackupName: name,
 	}
 	if plan.seq > 1 {
 		h.Kind = format.KindIncremental
 	}
-	var kt format.KeyTable
-	var session *keys.Session
-	if o.Password != nil {
+	kt := o.KeyTable
+	session := o.Session
+	if session != nil {
+		h.Encryption = format.EncryptionAES256GCM
+		h.Secrets = []keys.KeyID{session.ID()}
+	} else if o.Password != nil {
 		if session, err = keys.NewSession(); err != nil {
 			return nil, err
 		}
@@ -252,17 +268,18 @@ func planFile(r *repo.Repo, ix *repo.Index, o Options) (*plan, error) {
 		return p, nil
 	}
 	encrypted := last.Encryption != format.EncryptionNone
+	encrypting := o.Password != nil || o.Session != nil
 	switch {
 	case o.NewChain:
 		p.note = "starting a new chain with a full, as asked"
 		return p, nil
-	case encrypted && o.Password == nil:
+	case encrypted && !encrypting:
 		if !o.AllowUnencrypted {
 			return nil, fmt.Errorf("backup %s: %w (chain %s): give its password to continue the chain, or ask for an unencrypted new chain explicitly", ix.Backup, ErrEncryptedChain, last.ChainID)
 		}
 		p.note = "encryption turned off: starting a new, unencrypted chain with a full"
 		return p, nil
-	case !encrypted && o.Password != nil:
+	case !encrypted && encrypting:
 		p.note = "encryption turned on: starting a new, encrypted chain with a full; the unencrypted chain stays as it is"
 		return p, nil
 	case last.BlockSize != o.BlockSize:
@@ -276,7 +293,10 @@ func planFile(r *repo.Repo, ix *repo.Index, o Options) (*plan, error) {
 	defer fd.Close()
 	var meta *keys.Session
 	if encrypted {
-		kr := keyring.New(o.Password)
+		kr := o.Keys
+		if kr == nil {
+			kr = keyring.New(o.Password)
+		}
 		if meta, err = kr.Session(f, f.CatalogKeyID()); err != nil {
 			return nil, err
 		}

@@ -412,18 +412,19 @@ type JobSpec struct {
 	Path       string `protobuf:"bytes,5,opt,name=path,proto3" json:"path,omitempty"`
 	// Copy jobs: source agent, repository and backup job; target agent and
 	// repository.
-	FromAgent      string            `protobuf:"bytes,6,opt,name=from_agent,json=fromAgent,proto3" json:"from_agent,omitempty"`
-	FromRepository string            `protobuf:"bytes,7,opt,name=from_repository,json=fromRepository,proto3" json:"from_repository,omitempty"`
-	FromJob        string            `protobuf:"bytes,8,opt,name=from_job,json=fromJob,proto3" json:"from_job,omitempty"`
-	ToAgent        string            `protobuf:"bytes,9,opt,name=to_agent,json=toAgent,proto3" json:"to_agent,omitempty"`
-	ToRepository   string            `protobuf:"bytes,10,opt,name=to_repository,json=toRepository,proto3" json:"to_repository,omitempty"`
-	Encryption     v1.EncryptionMode `protobuf:"varint,11,opt,name=encryption,proto3,enum=ferry.common.v1.EncryptionMode" json:"encryption,omitempty"`
-	Password       []byte            `protobuf:"bytes,12,opt,name=password,proto3" json:"password,omitempty"`
-	PasswordHint   string            `protobuf:"bytes,13,opt,name=password_hint,json=passwordHint,proto3" json:"password_hint,omitempty"`
-	BlockSize      uint32            `protobuf:"varint,14,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
-	Compression    v1.Compression    `protobuf:"varint,15,opt,name=compression,proto3,enum=ferry.common.v1.Compression" json:"compression,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	FromAgent        string            `protobuf:"bytes,6,opt,name=from_agent,json=fromAgent,proto3" json:"from_agent,omitempty"`
+	FromRepository   string            `protobuf:"bytes,7,opt,name=from_repository,json=fromRepository,proto3" json:"from_repository,omitempty"`
+	FromJob          string            `protobuf:"bytes,8,opt,name=from_job,json=fromJob,proto3" json:"from_job,omitempty"`
+	ToAgent          string            `protobuf:"bytes,9,opt,name=to_agent,json=toAgent,proto3" json:"to_agent,omitempty"`
+	ToRepository     string            `protobuf:"bytes,10,opt,name=to_repository,json=toRepository,proto3" json:"to_repository,omitempty"`
+	Encryption       v1.EncryptionMode `protobuf:"varint,11,opt,name=encryption,proto3,enum=ferry.common.v1.EncryptionMode" json:"encryption,omitempty"`
+	Password         []byte            `protobuf:"bytes,12,opt,name=password,proto3" json:"password,omitempty"`
+	PasswordHint     string            `protobuf:"bytes,13,opt,name=password_hint,json=passwordHint,proto3" json:"password_hint,omitempty"`
+	BlockSize        uint32            `protobuf:"varint,14,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	Compression      v1.Compression    `protobuf:"varint,15,opt,name=compression,proto3,enum=ferry.common.v1.Compression" json:"compression,omitempty"`
+	CompressionLevel int32             `protobuf:"varint,16,opt,name=compression_level,json=compressionLevel,proto3" json:"compression_level,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -559,6 +560,13 @@ func (x *JobSpec) GetCompression() v1.Compression {
 		return x.Compression
 	}
 	return v1.Compression(0)
+}
+
+func (x *JobSpec) GetCompressionLevel() int32 {
+	if x != nil {
+		return x.CompressionLevel
+	}
+	return 0
 }
 
 // Job is a job as the controller reports it.
@@ -1819,7 +1827,7 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x05agent\x18\x01 \x01(\v2\x1a.ferry.controller.v1.AgentR\x05agent\"\x13\n" +
 	"\x11ListAgentsRequest\"H\n" +
 	"\x12ListAgentsResponse\x122\n" +
-	"\x06agents\x18\x01 \x03(\v2\x1a.ferry.controller.v1.AgentR\x06agents\"\x9d\x04\n" +
+	"\x06agents\x18\x01 \x03(\v2\x1a.ferry.controller.v1.AgentR\x06agents\"\xca\x04\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1c.ferry.controller.v1.JobKindR\x04kind\x12\x14\n" +
@@ -1842,7 +1850,8 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\rpassword_hint\x18\r \x01(\tR\fpasswordHint\x12\x1d\n" +
 	"\n" +
 	"block_size\x18\x0e \x01(\rR\tblockSize\x12>\n" +
-	"\vcompression\x18\x0f \x01(\x0e2\x1c.ferry.common.v1.CompressionR\vcompression\"\xc2\x01\n" +
+	"\vcompression\x18\x0f \x01(\x0e2\x1c.ferry.common.v1.CompressionR\vcompression\x12+\n" +
+	"\x11compression_level\x18\x10 \x01(\x05R\x10compressionLevel\"\xc2\x01\n" +
 	"\x03Job\x120\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1c.ferry.controller.v1.JobSpecR\x04spec\x12!\n" +
 	"\fcreated_unix\x18\x02 \x01(\x03R\vcreatedUnix\x12!\n" +

@@ -36,10 +36,15 @@ type BackupRequest struct {
 	Key      *v1.SessionKey `protobuf:"bytes,8,opt,name=key,proto3" json:"key,omitempty"`
 	KeyTable []byte         `protobuf:"bytes,9,opt,name=key_table,json=keyTable,proto3" json:"key_table,omitempty"`
 	// Keys of the previous point of the chain, to read its catalog.
-	PreviousKeys  []*v1.SessionKey `protobuf:"bytes,10,rep,name=previous_keys,json=previousKeys,proto3" json:"previous_keys,omitempty"`
-	NewChain      bool             `protobuf:"varint,11,opt,name=new_chain,json=newChain,proto3" json:"new_chain,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PreviousKeys []*v1.SessionKey `protobuf:"bytes,10,rep,name=previous_keys,json=previousKeys,proto3" json:"previous_keys,omitempty"`
+	NewChain     bool             `protobuf:"varint,11,opt,name=new_chain,json=newChain,proto3" json:"new_chain,omitempty"`
+	// The new file's id, chosen by the controller.
+	FileId []byte `protobuf:"bytes,12,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	// Allow an unencrypted new chain after an encrypted one (encryption
+	// turned off on the job).
+	AllowUnencrypted bool `protobuf:"varint,13,opt,name=allow_unencrypted,json=allowUnencrypted,proto3" json:"allow_unencrypted,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *BackupRequest) Reset() {
@@ -145,6 +150,20 @@ func (x *BackupRequest) GetPreviousKeys() []*v1.SessionKey {
 func (x *BackupRequest) GetNewChain() bool {
 	if x != nil {
 		return x.NewChain
+	}
+	return false
+}
+
+func (x *BackupRequest) GetFileId() []byte {
+	if x != nil {
+		return x.FileId
+	}
+	return nil
+}
+
+func (x *BackupRequest) GetAllowUnencrypted() bool {
+	if x != nil {
+		return x.AllowUnencrypted
 	}
 	return false
 }
@@ -688,11 +707,283 @@ func (x *DescribeResponse) GetRepositories() []string {
 	return nil
 }
 
+type VerifyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	PointId       []byte                 `protobuf:"bytes,3,opt,name=point_id,json=pointId,proto3" json:"point_id,omitempty"`
+	Keyless       bool                   `protobuf:"varint,4,opt,name=keyless,proto3" json:"keyless,omitempty"`
+	Keys          []*v1.SessionKey       `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyRequest) Reset() {
+	*x = VerifyRequest{}
+	mi := &file_ferry_source_v1_source_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyRequest) ProtoMessage() {}
+
+func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_source_v1_source_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
+func (*VerifyRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_source_v1_source_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *VerifyRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *VerifyRequest) GetBackup() string {
+	if x != nil {
+		return x.Backup
+	}
+	return ""
+}
+
+func (x *VerifyRequest) GetPointId() []byte {
+	if x != nil {
+		return x.PointId
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetKeyless() bool {
+	if x != nil {
+		return x.Keyless
+	}
+	return false
+}
+
+func (x *VerifyRequest) GetKeys() []*v1.SessionKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type VerifyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         int64                  `protobuf:"varint,1,opt,name=files,proto3" json:"files,omitempty"`
+	Records       int64                  `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
+	Bytes         int64                  `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Problems      []string               `protobuf:"bytes,4,rep,name=problems,proto3" json:"problems,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyResponse) Reset() {
+	*x = VerifyResponse{}
+	mi := &file_ferry_source_v1_source_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyResponse) ProtoMessage() {}
+
+func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_source_v1_source_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
+func (*VerifyResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_source_v1_source_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *VerifyResponse) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetRecords() int64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetProblems() []string {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+type RestoreRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	PointId       []byte                 `protobuf:"bytes,3,opt,name=point_id,json=pointId,proto3" json:"point_id,omitempty"`
+	To            string                 `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
+	Keys          []*v1.SessionKey       `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreRequest) Reset() {
+	*x = RestoreRequest{}
+	mi := &file_ferry_source_v1_source_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreRequest) ProtoMessage() {}
+
+func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_source_v1_source_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
+func (*RestoreRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_source_v1_source_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RestoreRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *RestoreRequest) GetBackup() string {
+	if x != nil {
+		return x.Backup
+	}
+	return ""
+}
+
+func (x *RestoreRequest) GetPointId() []byte {
+	if x != nil {
+		return x.PointId
+	}
+	return nil
+}
+
+func (x *RestoreRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *RestoreRequest) GetKeys() []*v1.SessionKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type RestoreResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Objects       int64                  `protobuf:"varint,1,opt,name=objects,proto3" json:"objects,omitempty"`
+	Bytes         int64                  `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreResponse) Reset() {
+	*x = RestoreResponse{}
+	mi := &file_ferry_source_v1_source_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreResponse) ProtoMessage() {}
+
+func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_source_v1_source_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
+func (*RestoreResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_source_v1_source_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RestoreResponse) GetObjects() int64 {
+	if x != nil {
+		return x.Objects
+	}
+	return 0
+}
+
+func (x *RestoreResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 var File_ferry_source_v1_source_proto protoreflect.FileDescriptor
 
 const file_ferry_source_v1_source_proto_rawDesc = "" +
 	"\n" +
-	"\x1cferry/source/v1/source.proto\x12\x0fferry.source.v1\x1a\x1cferry/common/v1/common.proto\"\xb1\x03\n" +
+	"\x1cferry/source/v1/source.proto\x12\x0fferry.source.v1\x1a\x1cferry/common/v1/common.proto\"\xf7\x03\n" +
 	"\rBackupRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1e\n" +
@@ -709,7 +1000,9 @@ const file_ferry_source_v1_source_proto_rawDesc = "" +
 	"\tkey_table\x18\t \x01(\fR\bkeyTable\x12@\n" +
 	"\rprevious_keys\x18\n" +
 	" \x03(\v2\x1b.ferry.common.v1.SessionKeyR\fpreviousKeys\x12\x1b\n" +
-	"\tnew_chain\x18\v \x01(\bR\bnewChain\"\xc2\x04\n" +
+	"\tnew_chain\x18\v \x01(\bR\bnewChain\x12\x17\n" +
+	"\afile_id\x18\f \x01(\fR\x06fileId\x12+\n" +
+	"\x11allow_unencrypted\x18\r \x01(\bR\x10allowUnencrypted\"\xc2\x04\n" +
 	"\vCopyRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1e\n" +
@@ -755,13 +1048,39 @@ const file_ferry_source_v1_source_proto_rawDesc = "" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\"\n" +
-	"\frepositories\x18\x03 \x03(\tR\frepositories2\xcb\x02\n" +
+	"\frepositories\x18\x03 \x03(\tR\frepositories\"\xad\x01\n" +
+	"\rVerifyRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06backup\x18\x02 \x01(\tR\x06backup\x12\x19\n" +
+	"\bpoint_id\x18\x03 \x01(\fR\apointId\x12\x18\n" +
+	"\akeyless\x18\x04 \x01(\bR\akeyless\x12/\n" +
+	"\x04keys\x18\x05 \x03(\v2\x1b.ferry.common.v1.SessionKeyR\x04keys\"r\n" +
+	"\x0eVerifyResponse\x12\x14\n" +
+	"\x05files\x18\x01 \x01(\x03R\x05files\x12\x18\n" +
+	"\arecords\x18\x02 \x01(\x03R\arecords\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x1a\n" +
+	"\bproblems\x18\x04 \x03(\tR\bproblems\"\xa4\x01\n" +
+	"\x0eRestoreRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06backup\x18\x02 \x01(\tR\x06backup\x12\x19\n" +
+	"\bpoint_id\x18\x03 \x01(\fR\apointId\x12\x0e\n" +
+	"\x02to\x18\x04 \x01(\tR\x02to\x12/\n" +
+	"\x04keys\x18\x05 \x03(\v2\x1b.ferry.common.v1.SessionKeyR\x04keys\"A\n" +
+	"\x0fRestoreResponse\x12\x18\n" +
+	"\aobjects\x18\x01 \x01(\x03R\aobjects\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes2\xe4\x03\n" +
 	"\rSourceService\x12K\n" +
 	"\x06Backup\x12\x1e.ferry.source.v1.BackupRequest\x1a\x1f.ferry.source.v1.BackupResponse0\x01\x12E\n" +
 	"\x04Copy\x12\x1c.ferry.source.v1.CopyRequest\x1a\x1d.ferry.source.v1.CopyResponse0\x01\x12U\n" +
 	"\n" +
 	"ListPoints\x12\".ferry.source.v1.ListPointsRequest\x1a#.ferry.source.v1.ListPointsResponse\x12O\n" +
-	"\bDescribe\x12 .ferry.source.v1.DescribeRequest\x1a!.ferry.source.v1.DescribeResponseB\xc4\x01\n" +
+	"\bDescribe\x12 .ferry.source.v1.DescribeRequest\x1a!.ferry.source.v1.DescribeResponse\x12I\n" +
+	"\x06Verify\x12\x1e.ferry.source.v1.VerifyRequest\x1a\x1f.ferry.source.v1.VerifyResponse\x12L\n" +
+	"\aRestore\x12\x1f.ferry.source.v1.RestoreRequest\x1a .ferry.source.v1.RestoreResponseB\xc4\x01\n" +
 	"\x13com.ferry.source.v1B\vSourceProtoP\x01ZBgithub.com/ferrybackup/ferry/internal/gen/ferry/source/v1;sourcev1\xa2\x02\x03FSX\xaa\x02\x0fFerry.Source.V1\xca\x02\x0fFerry\\Source\\V1\xe2\x02\x1bFerry\\Source\\V1\\GPBMetadata\xea\x02\x11Ferry::Source::V1b\x06proto3"
 
 var (
@@ -776,7 +1095,7 @@ func file_ferry_source_v1_source_proto_rawDescGZIP() []byte {
 	return file_ferry_source_v1_source_proto_rawDescData
 }
 
-var file_ferry_source_v1_source_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_ferry_source_v1_source_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_ferry_source_v1_source_proto_goTypes = []any{
 	(*BackupRequest)(nil),      // 0: ferry.source.v1.BackupRequest
 	(*CopyRequest)(nil),        // 1: ferry.source.v1.CopyRequest
@@ -787,35 +1106,45 @@ var file_ferry_source_v1_source_proto_goTypes = []any{
 	(*ListPointsResponse)(nil), // 6: ferry.source.v1.ListPointsResponse
 	(*DescribeRequest)(nil),    // 7: ferry.source.v1.DescribeRequest
 	(*DescribeResponse)(nil),   // 8: ferry.source.v1.DescribeResponse
-	(v1.Compression)(0),        // 9: ferry.common.v1.Compression
-	(*v1.SessionKey)(nil),      // 10: ferry.common.v1.SessionKey
-	(*v1.SessionStats)(nil),    // 11: ferry.common.v1.SessionStats
-	(*v1.Point)(nil),           // 12: ferry.common.v1.Point
+	(*VerifyRequest)(nil),      // 9: ferry.source.v1.VerifyRequest
+	(*VerifyResponse)(nil),     // 10: ferry.source.v1.VerifyResponse
+	(*RestoreRequest)(nil),     // 11: ferry.source.v1.RestoreRequest
+	(*RestoreResponse)(nil),    // 12: ferry.source.v1.RestoreResponse
+	(v1.Compression)(0),        // 13: ferry.common.v1.Compression
+	(*v1.SessionKey)(nil),      // 14: ferry.common.v1.SessionKey
+	(*v1.SessionStats)(nil),    // 15: ferry.common.v1.SessionStats
+	(*v1.Point)(nil),           // 16: ferry.common.v1.Point
 }
 var file_ferry_source_v1_source_proto_depIdxs = []int32{
-	9,  // 0: ferry.source.v1.BackupRequest.compression:type_name -> ferry.common.v1.Compression
-	10, // 1: ferry.source.v1.BackupRequest.key:type_name -> ferry.common.v1.SessionKey
-	10, // 2: ferry.source.v1.BackupRequest.previous_keys:type_name -> ferry.common.v1.SessionKey
-	10, // 3: ferry.source.v1.CopyRequest.source_keys:type_name -> ferry.common.v1.SessionKey
-	10, // 4: ferry.source.v1.CopyRequest.key:type_name -> ferry.common.v1.SessionKey
+	13, // 0: ferry.source.v1.BackupRequest.compression:type_name -> ferry.common.v1.Compression
+	14, // 1: ferry.source.v1.BackupRequest.key:type_name -> ferry.common.v1.SessionKey
+	14, // 2: ferry.source.v1.BackupRequest.previous_keys:type_name -> ferry.common.v1.SessionKey
+	14, // 3: ferry.source.v1.CopyRequest.source_keys:type_name -> ferry.common.v1.SessionKey
+	14, // 4: ferry.source.v1.CopyRequest.key:type_name -> ferry.common.v1.SessionKey
 	4,  // 5: ferry.source.v1.BackupResponse.event:type_name -> ferry.source.v1.SessionEvent
 	4,  // 6: ferry.source.v1.CopyResponse.event:type_name -> ferry.source.v1.SessionEvent
-	11, // 7: ferry.source.v1.SessionEvent.stats:type_name -> ferry.common.v1.SessionStats
-	12, // 8: ferry.source.v1.SessionEvent.point:type_name -> ferry.common.v1.Point
-	12, // 9: ferry.source.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
-	0,  // 10: ferry.source.v1.SourceService.Backup:input_type -> ferry.source.v1.BackupRequest
-	1,  // 11: ferry.source.v1.SourceService.Copy:input_type -> ferry.source.v1.CopyRequest
-	5,  // 12: ferry.source.v1.SourceService.ListPoints:input_type -> ferry.source.v1.ListPointsRequest
-	7,  // 13: ferry.source.v1.SourceService.Describe:input_type -> ferry.source.v1.DescribeRequest
-	2,  // 14: ferry.source.v1.SourceService.Backup:output_type -> ferry.source.v1.BackupResponse
-	3,  // 15: ferry.source.v1.SourceService.Copy:output_type -> ferry.source.v1.CopyResponse
-	6,  // 16: ferry.source.v1.SourceService.ListPoints:output_type -> ferry.source.v1.ListPointsResponse
-	8,  // 17: ferry.source.v1.SourceService.Describe:output_type -> ferry.source.v1.DescribeResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	15, // 7: ferry.source.v1.SessionEvent.stats:type_name -> ferry.common.v1.SessionStats
+	16, // 8: ferry.source.v1.SessionEvent.point:type_name -> ferry.common.v1.Point
+	16, // 9: ferry.source.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
+	14, // 10: ferry.source.v1.VerifyRequest.keys:type_name -> ferry.common.v1.SessionKey
+	14, // 11: ferry.source.v1.RestoreRequest.keys:type_name -> ferry.common.v1.SessionKey
+	0,  // 12: ferry.source.v1.SourceService.Backup:input_type -> ferry.source.v1.BackupRequest
+	1,  // 13: ferry.source.v1.SourceService.Copy:input_type -> ferry.source.v1.CopyRequest
+	5,  // 14: ferry.source.v1.SourceService.ListPoints:input_type -> ferry.source.v1.ListPointsRequest
+	7,  // 15: ferry.source.v1.SourceService.Describe:input_type -> ferry.source.v1.DescribeRequest
+	9,  // 16: ferry.source.v1.SourceService.Verify:input_type -> ferry.source.v1.VerifyRequest
+	11, // 17: ferry.source.v1.SourceService.Restore:input_type -> ferry.source.v1.RestoreRequest
+	2,  // 18: ferry.source.v1.SourceService.Backup:output_type -> ferry.source.v1.BackupResponse
+	3,  // 19: ferry.source.v1.SourceService.Copy:output_type -> ferry.source.v1.CopyResponse
+	6,  // 20: ferry.source.v1.SourceService.ListPoints:output_type -> ferry.source.v1.ListPointsResponse
+	8,  // 21: ferry.source.v1.SourceService.Describe:output_type -> ferry.source.v1.DescribeResponse
+	10, // 22: ferry.source.v1.SourceService.Verify:output_type -> ferry.source.v1.VerifyResponse
+	12, // 23: ferry.source.v1.SourceService.Restore:output_type -> ferry.source.v1.RestoreResponse
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_ferry_source_v1_source_proto_init() }
@@ -829,7 +1158,7 @@ func file_ferry_source_v1_source_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_source_v1_source_proto_rawDesc), len(file_ferry_source_v1_source_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

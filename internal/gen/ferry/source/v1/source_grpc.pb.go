@@ -23,6 +23,8 @@ const (
 	SourceService_Copy_FullMethodName       = "/ferry.source.v1.SourceService/Copy"
 	SourceService_ListPoints_FullMethodName = "/ferry.source.v1.SourceService/ListPoints"
 	SourceService_Describe_FullMethodName   = "/ferry.source.v1.SourceService/Describe"
+	SourceService_Verify_FullMethodName     = "/ferry.source.v1.SourceService/Verify"
+	SourceService_Restore_FullMethodName    = "/ferry.source.v1.SourceService/Restore"
 )
 
 // SourceServiceClient is the client API for SourceService service.
@@ -41,6 +43,12 @@ type SourceServiceClient interface {
 	ListPoints(ctx context.Context, in *ListPointsRequest, opts ...grpc.CallOption) (*ListPointsResponse, error)
 	// Describe reports the agent's repositories.
 	Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error)
+	// Verify checks a chain of a local backup, keyless or with the session
+	// keys handed over for this call only.
+	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
+	// Restore restores a point of a local backup on the agent's host, with
+	// the session keys handed over for this call only.
+	Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (*RestoreResponse, error)
 }
 
 type sourceServiceClient struct {
@@ -109,6 +117,26 @@ func (c *sourceServiceClient) Describe(ctx context.Context, in *DescribeRequest,
 	return out, nil
 }
 
+func (c *sourceServiceClient) Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyResponse)
+	err := c.cc.Invoke(ctx, SourceService_Verify_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sourceServiceClient) Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (*RestoreResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RestoreResponse)
+	err := c.cc.Invoke(ctx, SourceService_Restore_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SourceServiceServer is the server API for SourceService service.
 // All implementations must embed UnimplementedSourceServiceServer
 // for forward compatibility.
@@ -125,6 +153,12 @@ type SourceServiceServer interface {
 	ListPoints(context.Context, *ListPointsRequest) (*ListPointsResponse, error)
 	// Describe reports the agent's repositories.
 	Describe(context.Context, *DescribeRequest) (*DescribeResponse, error)
+	// Verify checks a chain of a local backup, keyless or with the session
+	// keys handed over for this call only.
+	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
+	// Restore restores a point of a local backup on the agent's host, with
+	// the session keys handed over for this call only.
+	Restore(context.Context, *RestoreRequest) (*RestoreResponse, error)
 	mustEmbedUnimplementedSourceServiceServer()
 }
 
@@ -146,6 +180,12 @@ func (UnimplementedSourceServiceServer) ListPoints(context.Context, *ListPointsR
 }
 func (UnimplementedSourceServiceServer) Describe(context.Context, *DescribeRequest) (*DescribeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Describe not implemented")
+}
+func (UnimplementedSourceServiceServer) Verify(context.Context, *VerifyRequest) (*VerifyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
+}
+func (UnimplementedSourceServiceServer) Restore(context.Context, *RestoreRequest) (*RestoreResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Restore not implemented")
 }
 func (UnimplementedSourceServiceServer) mustEmbedUnimplementedSourceServiceServer() {}
 func (UnimplementedSourceServiceServer) testEmbeddedByValue()                       {}
@@ -226,6 +266,42 @@ func _SourceService_Describe_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SourceService_Verify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SourceServiceServer).Verify(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SourceService_Verify_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SourceServiceServer).Verify(ctx, req.(*VerifyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SourceService_Restore_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestoreRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SourceServiceServer).Restore(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SourceService_Restore_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SourceServiceServer).Restore(ctx, req.(*RestoreRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SourceService_ServiceDesc is the grpc.ServiceDesc for SourceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -240,6 +316,14 @@ var SourceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Describe",
 			Handler:    _SourceService_Describe_Handler,
+		},
+		{
+			MethodName: "Verify",
+			Handler:    _SourceService_Verify_Handler,
+		},
+		{
+			MethodName: "Restore",
+			Handler:    _SourceService_Restore_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1164,6 +1164,87 @@ func (x *Repository) GetRequireEncryption() bool {
 	return false
 }
 
+type RegisterControllerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ed25519 public key, 32 bytes.
+	GrantPublicKey []byte `protobuf:"bytes,1,opt,name=grant_public_key,json=grantPublicKey,proto3" json:"grant_public_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RegisterControllerRequest) Reset() {
+	*x = RegisterControllerRequest{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterControllerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterControllerRequest) ProtoMessage() {}
+
+func (x *RegisterControllerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterControllerRequest.ProtoReflect.Descriptor instead.
+func (*RegisterControllerRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RegisterControllerRequest) GetGrantPublicKey() []byte {
+	if x != nil {
+		return x.GrantPublicKey
+	}
+	return nil
+}
+
+type RegisterControllerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterControllerResponse) Reset() {
+	*x = RegisterControllerResponse{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterControllerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterControllerResponse) ProtoMessage() {}
+
+func (x *RegisterControllerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterControllerResponse.ProtoReflect.Descriptor instead.
+func (*RegisterControllerResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{19}
+}
+
 var File_ferry_target_v1_target_proto protoreflect.FileDescriptor
 
 const file_ferry_target_v1_target_proto_rawDesc = "" +
@@ -1251,14 +1332,18 @@ const file_ferry_target_v1_target_proto_rawDesc = "" +
 	"\n" +
 	"Repository\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
-	"\x12require_encryption\x18\x02 \x01(\bR\x11requireEncryption2\xa5\x03\n" +
+	"\x12require_encryption\x18\x02 \x01(\bR\x11requireEncryption\"E\n" +
+	"\x19RegisterControllerRequest\x12(\n" +
+	"\x10grant_public_key\x18\x01 \x01(\fR\x0egrantPublicKey\"\x1c\n" +
+	"\x1aRegisterControllerResponse2\x94\x04\n" +
 	"\rTargetService\x12S\n" +
 	"\bTransfer\x12 .ferry.target.v1.TransferRequest\x1a!.ferry.target.v1.TransferResponse(\x010\x01\x12U\n" +
 	"\n" +
 	"ListPoints\x12\".ferry.target.v1.ListPointsRequest\x1a#.ferry.target.v1.ListPointsResponse\x12I\n" +
 	"\x06Verify\x12\x1e.ferry.target.v1.VerifyRequest\x1a\x1f.ferry.target.v1.VerifyResponse\x12L\n" +
 	"\aRestore\x12\x1f.ferry.target.v1.RestoreRequest\x1a .ferry.target.v1.RestoreResponse\x12O\n" +
-	"\bDescribe\x12 .ferry.target.v1.DescribeRequest\x1a!.ferry.target.v1.DescribeResponseB\xc4\x01\n" +
+	"\bDescribe\x12 .ferry.target.v1.DescribeRequest\x1a!.ferry.target.v1.DescribeResponse\x12m\n" +
+	"\x12RegisterController\x12*.ferry.target.v1.RegisterControllerRequest\x1a+.ferry.target.v1.RegisterControllerResponseB\xc4\x01\n" +
 	"\x13com.ferry.target.v1B\vTargetProtoP\x01ZBgithub.com/ferrybackup/ferry/internal/gen/ferry/target/v1;targetv1\xa2\x02\x03FTX\xaa\x02\x0fFerry.Target.V1\xca\x02\x0fFerry\\Target\\V1\xe2\x02\x1bFerry\\Target\\V1\\GPBMetadata\xea\x02\x11Ferry::Target::V1b\x06proto3"
 
 var (
@@ -1273,29 +1358,31 @@ func file_ferry_target_v1_target_proto_rawDescGZIP() []byte {
 	return file_ferry_target_v1_target_proto_rawDescData
 }
 
-var file_ferry_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_ferry_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_ferry_target_v1_target_proto_goTypes = []any{
-	(*TransferRequest)(nil),    // 0: ferry.target.v1.TransferRequest
-	(*TransferOpen)(nil),       // 1: ferry.target.v1.TransferOpen
-	(*RecordChunk)(nil),        // 2: ferry.target.v1.RecordChunk
-	(*Record)(nil),             // 3: ferry.target.v1.Record
-	(*TransferFinish)(nil),     // 4: ferry.target.v1.TransferFinish
-	(*TransferResponse)(nil),   // 5: ferry.target.v1.TransferResponse
-	(*TransferAccepted)(nil),   // 6: ferry.target.v1.TransferAccepted
-	(*TransferCommitted)(nil),  // 7: ferry.target.v1.TransferCommitted
-	(*Grant)(nil),              // 8: ferry.target.v1.Grant
-	(*ListPointsRequest)(nil),  // 9: ferry.target.v1.ListPointsRequest
-	(*ListPointsResponse)(nil), // 10: ferry.target.v1.ListPointsResponse
-	(*VerifyRequest)(nil),      // 11: ferry.target.v1.VerifyRequest
-	(*VerifyResponse)(nil),     // 12: ferry.target.v1.VerifyResponse
-	(*RestoreRequest)(nil),     // 13: ferry.target.v1.RestoreRequest
-	(*RestoreResponse)(nil),    // 14: ferry.target.v1.RestoreResponse
-	(*DescribeRequest)(nil),    // 15: ferry.target.v1.DescribeRequest
-	(*DescribeResponse)(nil),   // 16: ferry.target.v1.DescribeResponse
-	(*Repository)(nil),         // 17: ferry.target.v1.Repository
-	(*v1.SessionStats)(nil),    // 18: ferry.common.v1.SessionStats
-	(*v1.Point)(nil),           // 19: ferry.common.v1.Point
-	(*v1.SessionKey)(nil),      // 20: ferry.common.v1.SessionKey
+	(*TransferRequest)(nil),            // 0: ferry.target.v1.TransferRequest
+	(*TransferOpen)(nil),               // 1: ferry.target.v1.TransferOpen
+	(*RecordChunk)(nil),                // 2: ferry.target.v1.RecordChunk
+	(*Record)(nil),                     // 3: ferry.target.v1.Record
+	(*TransferFinish)(nil),             // 4: ferry.target.v1.TransferFinish
+	(*TransferResponse)(nil),           // 5: ferry.target.v1.TransferResponse
+	(*TransferAccepted)(nil),           // 6: ferry.target.v1.TransferAccepted
+	(*TransferCommitted)(nil),          // 7: ferry.target.v1.TransferCommitted
+	(*Grant)(nil),                      // 8: ferry.target.v1.Grant
+	(*ListPointsRequest)(nil),          // 9: ferry.target.v1.ListPointsRequest
+	(*ListPointsResponse)(nil),         // 10: ferry.target.v1.ListPointsResponse
+	(*VerifyRequest)(nil),              // 11: ferry.target.v1.VerifyRequest
+	(*VerifyResponse)(nil),             // 12: ferry.target.v1.VerifyResponse
+	(*RestoreRequest)(nil),             // 13: ferry.target.v1.RestoreRequest
+	(*RestoreResponse)(nil),            // 14: ferry.target.v1.RestoreResponse
+	(*DescribeRequest)(nil),            // 15: ferry.target.v1.DescribeRequest
+	(*DescribeResponse)(nil),           // 16: ferry.target.v1.DescribeResponse
+	(*Repository)(nil),                 // 17: ferry.target.v1.Repository
+	(*RegisterControllerRequest)(nil),  // 18: ferry.target.v1.RegisterControllerRequest
+	(*RegisterControllerResponse)(nil), // 19: ferry.target.v1.RegisterControllerResponse
+	(*v1.SessionStats)(nil),            // 20: ferry.common.v1.SessionStats
+	(*v1.Point)(nil),                   // 21: ferry.common.v1.Point
+	(*v1.SessionKey)(nil),              // 22: ferry.common.v1.SessionKey
 }
 var file_ferry_target_v1_target_proto_depIdxs = []int32{
 	1,  // 0: ferry.target.v1.TransferRequest.open:type_name -> ferry.target.v1.TransferOpen
@@ -1304,23 +1391,25 @@ var file_ferry_target_v1_target_proto_depIdxs = []int32{
 	3,  // 3: ferry.target.v1.RecordChunk.records:type_name -> ferry.target.v1.Record
 	6,  // 4: ferry.target.v1.TransferResponse.accepted:type_name -> ferry.target.v1.TransferAccepted
 	7,  // 5: ferry.target.v1.TransferResponse.committed:type_name -> ferry.target.v1.TransferCommitted
-	18, // 6: ferry.target.v1.TransferCommitted.stats:type_name -> ferry.common.v1.SessionStats
-	19, // 7: ferry.target.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
-	20, // 8: ferry.target.v1.VerifyRequest.keys:type_name -> ferry.common.v1.SessionKey
-	20, // 9: ferry.target.v1.RestoreRequest.keys:type_name -> ferry.common.v1.SessionKey
+	20, // 6: ferry.target.v1.TransferCommitted.stats:type_name -> ferry.common.v1.SessionStats
+	21, // 7: ferry.target.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
+	22, // 8: ferry.target.v1.VerifyRequest.keys:type_name -> ferry.common.v1.SessionKey
+	22, // 9: ferry.target.v1.RestoreRequest.keys:type_name -> ferry.common.v1.SessionKey
 	17, // 10: ferry.target.v1.DescribeResponse.repositories:type_name -> ferry.target.v1.Repository
 	0,  // 11: ferry.target.v1.TargetService.Transfer:input_type -> ferry.target.v1.TransferRequest
 	9,  // 12: ferry.target.v1.TargetService.ListPoints:input_type -> ferry.target.v1.ListPointsRequest
 	11, // 13: ferry.target.v1.TargetService.Verify:input_type -> ferry.target.v1.VerifyRequest
 	13, // 14: ferry.target.v1.TargetService.Restore:input_type -> ferry.target.v1.RestoreRequest
 	15, // 15: ferry.target.v1.TargetService.Describe:input_type -> ferry.target.v1.DescribeRequest
-	5,  // 16: ferry.target.v1.TargetService.Transfer:output_type -> ferry.target.v1.TransferResponse
-	10, // 17: ferry.target.v1.TargetService.ListPoints:output_type -> ferry.target.v1.ListPointsResponse
-	12, // 18: ferry.target.v1.TargetService.Verify:output_type -> ferry.target.v1.VerifyResponse
-	14, // 19: ferry.target.v1.TargetService.Restore:output_type -> ferry.target.v1.RestoreResponse
-	16, // 20: ferry.target.v1.TargetService.Describe:output_type -> ferry.target.v1.DescribeResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
+	18, // 16: ferry.target.v1.TargetService.RegisterController:input_type -> ferry.target.v1.RegisterControllerRequest
+	5,  // 17: ferry.target.v1.TargetService.Transfer:output_type -> ferry.target.v1.TransferResponse
+	10, // 18: ferry.target.v1.TargetService.ListPoints:output_type -> ferry.target.v1.ListPointsResponse
+	12, // 19: ferry.target.v1.TargetService.Verify:output_type -> ferry.target.v1.VerifyResponse
+	14, // 20: ferry.target.v1.TargetService.Restore:output_type -> ferry.target.v1.RestoreResponse
+	16, // 21: ferry.target.v1.TargetService.Describe:output_type -> ferry.target.v1.DescribeResponse
+	19, // 22: ferry.target.v1.TargetService.RegisterController:output_type -> ferry.target.v1.RegisterControllerResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1346,7 +1435,7 @@ func file_ferry_target_v1_target_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_target_v1_target_proto_rawDesc), len(file_ferry_target_v1_target_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

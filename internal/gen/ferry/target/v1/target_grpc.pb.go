@@ -19,11 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TargetService_Transfer_FullMethodName   = "/ferry.target.v1.TargetService/Transfer"
-	TargetService_ListPoints_FullMethodName = "/ferry.target.v1.TargetService/ListPoints"
-	TargetService_Verify_FullMethodName     = "/ferry.target.v1.TargetService/Verify"
-	TargetService_Restore_FullMethodName    = "/ferry.target.v1.TargetService/Restore"
-	TargetService_Describe_FullMethodName   = "/ferry.target.v1.TargetService/Describe"
+	TargetService_Transfer_FullMethodName           = "/ferry.target.v1.TargetService/Transfer"
+	TargetService_ListPoints_FullMethodName         = "/ferry.target.v1.TargetService/ListPoints"
+	TargetService_Verify_FullMethodName             = "/ferry.target.v1.TargetService/Verify"
+	TargetService_Restore_FullMethodName            = "/ferry.target.v1.TargetService/Restore"
+	TargetService_Describe_FullMethodName           = "/ferry.target.v1.TargetService/Describe"
+	TargetService_RegisterController_FullMethodName = "/ferry.target.v1.TargetService/RegisterController"
 )
 
 // TargetServiceClient is the client API for TargetService service.
@@ -49,6 +50,10 @@ type TargetServiceClient interface {
 	Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (*RestoreResponse, error)
 	// Describe reports the agent's repositories and policies.
 	Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error)
+	// RegisterController tells the target the public key the controller
+	// signs grants with. Only a caller with the controller role may call it;
+	// the target keeps the key in its state directory.
+	RegisterController(ctx context.Context, in *RegisterControllerRequest, opts ...grpc.CallOption) (*RegisterControllerResponse, error)
 }
 
 type targetServiceClient struct {
@@ -112,6 +117,16 @@ func (c *targetServiceClient) Describe(ctx context.Context, in *DescribeRequest,
 	return out, nil
 }
 
+func (c *targetServiceClient) RegisterController(ctx context.Context, in *RegisterControllerRequest, opts ...grpc.CallOption) (*RegisterControllerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RegisterControllerResponse)
+	err := c.cc.Invoke(ctx, TargetService_RegisterController_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TargetServiceServer is the server API for TargetService service.
 // All implementations must embed UnimplementedTargetServiceServer
 // for forward compatibility.
@@ -135,6 +150,10 @@ type TargetServiceServer interface {
 	Restore(context.Context, *RestoreRequest) (*RestoreResponse, error)
 	// Describe reports the agent's repositories and policies.
 	Describe(context.Context, *DescribeRequest) (*DescribeResponse, error)
+	// RegisterController tells the target the public key the controller
+	// signs grants with. Only a caller with the controller role may call it;
+	// the target keeps the key in its state directory.
+	RegisterController(context.Context, *RegisterControllerRequest) (*RegisterControllerResponse, error)
 	mustEmbedUnimplementedTargetServiceServer()
 }
 
@@ -159,6 +178,9 @@ func (UnimplementedTargetServiceServer) Restore(context.Context, *RestoreRequest
 }
 func (UnimplementedTargetServiceServer) Describe(context.Context, *DescribeRequest) (*DescribeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Describe not implemented")
+}
+func (UnimplementedTargetServiceServer) RegisterController(context.Context, *RegisterControllerRequest) (*RegisterControllerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RegisterController not implemented")
 }
 func (UnimplementedTargetServiceServer) mustEmbedUnimplementedTargetServiceServer() {}
 func (UnimplementedTargetServiceServer) testEmbeddedByValue()                       {}
@@ -260,6 +282,24 @@ func _TargetService_Describe_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TargetService_RegisterController_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RegisterControllerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServiceServer).RegisterController(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetService_RegisterController_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServiceServer).RegisterController(ctx, req.(*RegisterControllerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TargetService_ServiceDesc is the grpc.ServiceDesc for TargetService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -282,6 +322,10 @@ var TargetService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Describe",
 			Handler:    _TargetService_Describe_Handler,
+		},
+		{
+			MethodName: "RegisterController",
+			Handler:    _TargetService_RegisterController_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,292 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+
+	"github.com/ferrybackup/ferry/internal/backup"
+	"github.com/ferrybackup/ferry/internal/format"
+	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
+	sourcev1 "github.com/ferrybackup/ferry/internal/gen/ferry/source/v1"
+	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
+	"github.com/ferrybackup/ferry/internal/keys"
+	"github.com/ferrybackup/ferry/internal/pki"
+)
+
+// Dialer opens a connection to another agent, with this agent's
+// certificate, checking that the peer has the given role.
+type Dialer func(ctx context.Context, addr string, role pki.Role) (*grpc.ClientConn, error)
+
+// Source is the source agent's SourceService.
+type Source struct {
+	sourcev1.UnimplementedSourceServiceServer
+	name  string
+	repos map[string]*Repository
+	dial  Dialer
+	log   hclog.Logger
+	// ProgressEvery is how often running sessions report progress.
+	ProgressEvery time.Duration
+}
+
+// NewSource makes the service.
+func NewSource(name string, repos []*Repository, dial Dialer, log hclog.Logger) *Source {
+	s := &Source{name: name, repos: map[string]*Repository{}, dial: dial, log: log, ProgressEvery: 500 * time.Millisecond}
+	for _, r := range repos {
+		s.repos[r.Name] = r
+	}
+	return s
+}
+
+func (s *Source) repo(name string) (*Repository, error) {
+	r, ok := s.repos[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q on agent %s", errNoRepository, name, s.name)
+	}
+	return r, nil
+}
+
+// sessionKey unwraps what the controller handed over for one session.
+func sessionKey(sk *commonv1.SessionKey) (*keys.Session, error) {
+	if sk == nil || len(sk.Secret) == 0 {
+		return nil, nil
+	}
+	s, err := keys.SessionFromSecret(sk.Secret)
+	if err != nil {
+		return nil, fmt.Errorf("%w: session key: %v", errBadRequest, err)
+	}
+	if len(sk.KeyId) != keys.KeyIDSize || !s.Matches(keys.KeyID(sk.KeyId)) {
+		return nil, fmt.Errorf("%w: the session key does not match its id", errBadRequest)
+	}
+	return s, nil
+}
+
+// keyTable parses a key table section the controller made.
+func keyTable(b []byte) (format.KeyTable, error) {
+	if len(b) == 0 {
+		return format.KeyTable{}, nil
+	}
+	kt, err := format.ParseKeyTable("(request)", 0, b, uint32(len(b)/2))
+	if err != nil {
+		return format.KeyTable{}, fmt.Errorf("%w: %v", errBadRequest, err)
+	}
+	return *kt, nil
+}
+
+// progress sends an event every interval until stop is closed.
+func (s *Source) progress(done *atomic.Int64, total int64, send func(*sourcev1.SessionEvent) error) (stop func()) {
+	quit := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(s.ProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				if send(&sourcev1.SessionEvent{Stats: &commonv1.SessionStats{BytesRead: done.Load()}, TotalBytes: total}) != nil {
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(quit); <-finished }
+}
+
+// Backup makes a restore point of a local path.
+func (s *Source) Backup(req *sourcev1.BackupRequest, stream sourcev1.SourceService_BackupServer) error {
+	if _, err := requireRole(stream.Context(), pki.RoleController); err != nil {
+		return toStatus(err)
+	}
+	ev, err := s.backup(req, stream)
+	if err != nil {
+		s.log.Warn("backup failed", "session", req.SessionId, "error", err)
+		return toStatus(err)
+	}
+	return stream.Send(&sourcev1.BackupResponse{Event: ev})
+}
+
+func (s *Source) backup(req *sourcev1.BackupRequest, stream sourcev1.SourceService_BackupServer) (*sourcev1.SessionEvent, error) {
+	r, err := s.repo(req.Repository)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := sessionKey(req.Key)
+	if err != nil {
+		return nil, err
+	}
+	kt, err := keyTable(req.KeyTable)
+	if err != nil {
+		return nil, err
+	}
+	prev, err := keyringFrom(req.PreviousKeys)
+	if err != nil {
+		return nil, err
+	}
+	o := backup.Options{
+		BlockSize: req.BlockSize, Session: sess, KeyTable: kt, Keys: prev,
+		NewChain: req.NewChain, AllowUnencrypted: req.AllowUnencrypted,
+		Compression: backup.Compression{Algorithm: format.CompressionZstd, Level: int(req.CompressionLevel)},
+		Logger:      s.log.With("session", req.SessionId, "backup", req.Backup),
+	}
+	if req.Compression == commonv1.Compression_COMPRESSION_NONE {
+		o.Compression.Algorithm = format.CompressionNone
+	}
+	if len(req.FileId) > 0 && !copyID(&o.FileID, req.FileId) {
+		return nil, fmt.Errorf("%w: file id", errBadRequest)
+	}
+	var done atomic.Int64
+	o.Progress = func(n int64) { done.Store(n) }
+	stop := s.progress(&done, 0, func(e *sourcev1.SessionEvent) error { return stream.Send(&sourcev1.BackupResponse{Event: e}) })
+	res, err := backup.Backup(stream.Context(), r.Repo, req.Backup, req.Path, o)
+	stop()
+	if err != nil {
+		return nil, err
+	}
+	ix, err := r.Repo.Index(req.Backup)
+	if err != nil {
+		return nil, err
+	}
+	p, _, err := ix.Find(res.FileID.String())
+	if err != nil {
+		return nil, err
+	}
+	return &sourcev1.SessionEvent{
+		Done:  true,
+		Point: PointProto(req.Backup, p),
+		Stats: &commonv1.SessionStats{BytesRead: res.ReadBytes, BytesWritten: res.StoredSize, Records: int64(res.Records), DurationNanos: int64(res.Duration)},
+	}, nil
+}
+
+// Copy sends a restore point to a target agent.
+func (s *Source) Copy(req *sourcev1.CopyRequest, stream sourcev1.SourceService_CopyServer) error {
+	if _, err := requireRole(stream.Context(), pki.RoleController); err != nil {
+		return toStatus(err)
+	}
+	ev, err := s.copy(req, stream)
+	if err != nil {
+		s.log.Warn("copy failed", "session", req.SessionId, "error", err)
+		return toStatus(err)
+	}
+	return stream.Send(&sourcev1.CopyResponse{Event: ev})
+}
+
+func (s *Source) copy(req *sourcev1.CopyRequest, stream sourcev1.SourceService_CopyServer) (*sourcev1.SessionEvent, error) {
+	ctx := stream.Context()
+	r, err := s.repo(req.Repository)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := sessionKey(req.Key)
+	if err != nil {
+		return nil, err
+	}
+	kt, err := keyTable(req.KeyTable)
+	if err != nil {
+		return nil, err
+	}
+	srcKeys, err := keyringFrom(req.SourceKeys)
+	if err != nil {
+		return nil, err
+	}
+	spec := backup.CopySpec{
+		Point: fmt.Sprintf("%x", req.PointId), SourceKeys: srcKeys, Sequence: req.Sequence,
+		BackupName: req.TargetBackup, Session: sess, KeyTable: kt,
+	}
+	if len(req.BasePointId) > 0 {
+		spec.Base = fmt.Sprintf("%x", req.BasePointId)
+	}
+	if !copyID(&spec.FileID, req.FileId) || !copyID(&spec.BackupID, req.BackupId) || !copyID(&spec.ChainID, req.ChainId) ||
+		(len(req.ParentId) > 0 && !copyID(&spec.ParentID, req.ParentId)) {
+		return nil, fmt.Errorf("%w: malformed ids", errBadRequest)
+	}
+	conn, err := s.dial(ctx, req.TargetAddress, pki.RoleTarget)
+	if err != nil {
+		return nil, fmt.Errorf("connect to target agent at %s: %w", req.TargetAddress, err)
+	}
+	defer conn.Close()
+	var done atomic.Int64
+	spec.Progress = func(n int64) { done.Store(n) }
+	stop := s.progress(&done, 0, func(e *sourcev1.SessionEvent) error { return stream.Send(&sourcev1.CopyResponse{Event: e}) })
+	res, committed, err := SendCopy(ctx, targetv1.NewTargetServiceClient(conn), r.Repo, req.Backup, spec, req.Grant, req.GrantSignature)
+	stop()
+	if err != nil {
+		return nil, err
+	}
+	kind := commonv1.PointKind_POINT_KIND_FULL
+	if res.Kind == format.KindIncremental {
+		kind = commonv1.PointKind_POINT_KIND_INCREMENTAL
+	}
+	return &sourcev1.SessionEvent{
+		Done: true,
+		Point: &commonv1.Point{
+			Backup: req.TargetBackup, FileId: req.FileId, BackupId: req.BackupId, ChainId: req.ChainId, ParentId: req.ParentId,
+			Sequence: req.Sequence, Kind: kind, Encrypted: sess != nil, BlockSize: res.Source.BlockSize,
+			CreatedUnixNano: time.Now().UnixNano(), Size: committed.Size, PlainBytes: res.Source.PlainBytes,
+		},
+		Stats: &commonv1.SessionStats{BytesRead: res.ReadBytes, BytesSent: res.SentBytes, BytesWritten: committed.Size,
+			Records: int64(res.Records), DurationNanos: int64(res.Duration)},
+	}, nil
+}
+
+// ListPoints lists the points of a local backup.
+func (s *Source) ListPoints(ctx context.Context, req *sourcev1.ListPointsRequest) (*sourcev1.ListPointsResponse, error) {
+	if _, err := requireRole(ctx, pki.RoleController); err != nil {
+		return nil, toStatus(err)
+	}
+	r, err := s.repo(req.Repository)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	ix, err := r.Repo.Index(req.Backup)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &sourcev1.ListPointsResponse{}
+	for _, p := range ix.Points() {
+		resp.Points = append(resp.Points, PointProto(req.Backup, p))
+	}
+	return resp, nil
+}
+
+// Describe reports the agent's repositories.
+func (s *Source) Describe(ctx context.Context, _ *sourcev1.DescribeRequest) (*sourcev1.DescribeResponse, error) {
+	if _, err := requireRole(ctx, pki.RoleController); err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &sourcev1.DescribeResponse{Name: s.name, Version: Version}
+	for name := range s.repos {
+		resp.Repositories = append(resp.Repositories, name)
+	}
+	return resp, nil
+}
+
+// Verify checks a chain of a local backup.
+func (s *Source) Verify(ctx context.Context, req *sourcev1.VerifyRequest) (*sourcev1.VerifyResponse, error) {
+	if _, err := requireRole(ctx, pki.RoleController); err != nil {
+		return nil, toStatus(err)
+	}
+	res, err := verifyIn(ctx, s.repo, req.Repository, req.Backup, req.PointId, req.Keyless, req.Keys)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &sourcev1.VerifyResponse{Files: int64(res.Files), Records: int64(res.Records), Bytes: res.Bytes, Problems: res.Problems}, nil
+}
+
+// Restore restores a point of a local backup on this host.
+func (s *Source) Restore(ctx context.Context, req *sourcev1.RestoreRequest) (*sourcev1.RestoreResponse, error) {
+	if _, err := requireRole(ctx, pki.RoleController); err != nil {
+		return nil, toStatus(err)
+	}
+	res, err := restoreIn(ctx, s.repo, req.Repository, req.Backup, req.PointId, req.To, req.Keys)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &sourcev1.RestoreResponse{Objects: int64(res.Objects), Bytes: res.Bytes}, nil
+}
