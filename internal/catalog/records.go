@@ -98,6 +98,9 @@ type Point struct {
 	Agent      string `json:"agent"`
 	Repository string `json:"repository"`
 	Backup     string `json:"backup"`
+	// SourceFileID is, for a point of a copy job, the source point it is
+	// a copy of.
+	SourceFileID []byte `json:"source_file_id,omitempty"`
 }
 
 // KeyRecord describes a secret key of a job: a password-derived key or a
@@ -110,6 +113,12 @@ type KeyRecord struct {
 	Kind    string    `json:"kind"`    // "password" or "kms"
 	Created time.Time `json:"created"`
 	Hint    string    `json:"hint,omitempty"`
+	// Password keys: the Argon2id parameters and salt the sealed key was
+	// derived with, which every file wrapped under it records too.
+	KDFTime    uint32 `json:"kdf_time,omitempty"`
+	KDFMemory  uint32 `json:"kdf_memory,omitempty"`
+	KDFThreads uint8  `json:"kdf_threads,omitempty"`
+	Salt       []byte `json:"salt,omitempty"`
 }
 
 var errSecretJSON = errors.New("a catalog secret is not carried in JSON")

@@ -57,6 +57,7 @@ type PasswordKey struct {
 	Salt   [saltSize]byte
 	Hint   string
 	kek    cipher.AEAD // AES-256-GCM keyed with the Argon2id output
+	raw    [SecretSize]byte
 }
 
 // NewPasswordKey derives a secret key from password with a fresh salt.
@@ -80,12 +81,35 @@ func DerivePasswordKey(password []byte, p KDFParams, salt [saltSize]byte, hint s
 		return nil, fmt.Errorf("password hint is %d bytes, at most %d", len(hint), maxHintLength)
 	}
 	k := argon2.IDKey(password, salt[:], p.Time, p.Memory, p.Threads, SecretSize)
-	kek, err := newGCM(k)
+	return PasswordKeyFromRaw(p, salt, hint, k)
+}
+
+// PasswordKeyFromRaw rebuilds a password key from its derived bytes, as
+// the controller keeps them sealed so that sessions need no password.
+func PasswordKeyFromRaw(p KDFParams, salt [saltSize]byte, hint string, raw []byte) (*PasswordKey, error) {
+	if len(raw) != SecretSize {
+		return nil, fmt.Errorf("password key is %d bytes, want %d", len(raw), SecretSize)
+	}
+	kek, err := newGCM(raw)
 	if err != nil {
 		return nil, err
 	}
-	return &PasswordKey{Params: p, Salt: salt, Hint: hint, kek: kek}, nil
+	pk := &PasswordKey{Params: p, Salt: salt, Hint: hint, kek: kek}
+	copy(pk.raw[:], raw)
+	return pk, nil
 }
+
+// Raw returns a copy of the derived key bytes, for sealed storage.
+func (k *PasswordKey) Raw() []byte { return append([]byte(nil), k.raw[:]...) }
+
+// String never prints the key.
+func (k *PasswordKey) String() string { return "password-key(redacted)" }
+
+// GoString keeps %#v from printing the key.
+func (k *PasswordKey) GoString() string { return k.String() }
+
+// Format prints the redaction for every verb.
+func (k *PasswordKey) Format(f fmt.State, verb rune) { io.WriteString(f, k.String()) }
 
 // PasswordEntry is the wrapped form of a session secret under a password.
 // Encoding (all little-endian):
