@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -29,11 +30,11 @@ func TestKeyRecordRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, sec, err := s.GetKeyRecord("k1")
-	if err != nil || got != rec || !bytes.Equal(sec, key) {
+	if err != nil || !reflect.DeepEqual(got, rec) || !bytes.Equal(sec, key) {
 		t.Fatalf("GetKeyRecord = %+v, %v; want %+v and the key", got, err, rec)
 	}
 	got, sec, err = s.GetKeyRecord("k2")
-	if err != nil || got != kms || len(sec) != 0 {
+	if err != nil || !reflect.DeepEqual(got, kms) || len(sec) != 0 {
 		t.Fatalf("GetKeyRecord(kms) = %+v, %d-byte secret, %v", got, len(sec), err)
 	}
 
@@ -51,7 +52,7 @@ func TestKeyRecordRoundTrip(t *testing.T) {
 	}
 
 	list, err := s.ListKeyRecords(rec.JobUID)
-	if err != nil || len(list) != 2 || list[0] != rec || list[1] != kms {
+	if err != nil || len(list) != 2 || !reflect.DeepEqual(list[0], rec) || !reflect.DeepEqual(list[1], kms) {
 		t.Fatalf("ListKeyRecords = %+v, %v", list, err)
 	}
 	if list, _ := s.ListKeyRecords(NewID()); len(list) != 0 {
