@@ -29,7 +29,7 @@ help: ## List the targets
 .PHONY: build
 build: ## Build the binaries into bin/
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./controller ./cmd/...
+	$(GO) build -o $(BIN)/ ./controller ./agent-source ./agent-target ./cmd/...
 
 .PHONY: test
 test: proto-check ## Run every test (unit, integration with real processes, fuzz seed corpora)

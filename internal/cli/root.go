@@ -49,6 +49,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err == nil {
 		return ExitOK
 	}
+	var code exitCode
+	if errors.As(err, &code) {
+		return int(code) // the daemon said why already
+	}
 	fmt.Fprintf(stderr, "Error: %v\n", err)
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsage(err) {
@@ -90,7 +94,7 @@ func newRoot(e *env) *cobra.Command {
 		},
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newOfflineCmd(e))
+	root.AddCommand(newOfflineCmd(e), newServeCmd(e), newDevCmd(e))
 	return root
 }
 

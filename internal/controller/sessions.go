@@ -1,0 +1,771 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ferrybackup/ferry/internal/catalog"
+	"github.com/ferrybackup/ferry/internal/format"
+	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
+	controllerv1 "github.com/ferrybackup/ferry/internal/gen/ferry/controller/v1"
+	sourcev1 "github.com/ferrybackup/ferry/internal/gen/ferry/source/v1"
+	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
+	"github.com/ferrybackup/ferry/internal/keyring"
+	"github.com/ferrybackup/ferry/internal/keys"
+)
+
+const (
+	resultRunning = "running"
+	resultSuccess = "success"
+	resultFailed  = "failed"
+)
+
+func resultProto(r string) controllerv1.SessionResult {
+	switch r {
+	case resultRunning:
+		return controllerv1.SessionResult_SESSION_RESULT_RUNNING
+	case resultSuccess:
+		return controllerv1.SessionResult_SESSION_RESULT_SUCCESS
+	case resultFailed:
+		return controllerv1.SessionResult_SESSION_RESULT_FAILED
+	}
+	return controllerv1.SessionResult_SESSION_RESULT_UNSPECIFIED
+}
+
+// liveSession is a running session: its record, updated as the agent
+// reports progress, and a channel closed when it ends.
+type liveSession struct {
+	mu    sync.Mutex
+	sess  catalog.Session
+	total int64
+	point *commonv1.Point
+	done  chan struct{}
+}
+
+func (ls *liveSession) snapshot() (catalog.Session, int64, *commonv1.Point) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.sess, ls.total, ls.point
+}
+
+func (ls *liveSession) progress(st *commonv1.SessionStats, total int64) {
+	if st == nil {
+		return
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.sess.BytesRead, ls.sess.BytesSent, ls.sess.BytesWritten, ls.sess.Records = st.BytesRead, st.BytesSent, st.BytesWritten, st.Records
+	if total > 0 {
+		ls.total = total
+	}
+}
+
+func sessionProto(sess catalog.Session, pt *commonv1.Point) *controllerv1.Session {
+	kind := controllerv1.JobKind_JOB_KIND_BACKUP
+	if sess.Kind == kindCopy {
+		kind = controllerv1.JobKind_JOB_KIND_COPY
+	}
+	out := &controllerv1.Session{
+		Id: sess.ID, Job: sess.Job, Kind: kind, Mode: sess.Mode, Result: resultProto(sess.Result), Error: sess.Error,
+		StartedUnixNano: sess.StartedAt.UnixNano(),
+		Stats: &commonv1.SessionStats{BytesRead: sess.BytesRead, BytesSent: sess.BytesSent, BytesWritten: sess.BytesWritten, Records: sess.Records},
+		Point: pt,
+	}
+	end := time.Now()
+	if !sess.EndedAt.IsZero() {
+		out.EndedUnixNano = sess.EndedAt.UnixNano()
+		end = sess.EndedAt
+	}
+	out.Stats.DurationNanos = int64(end.Sub(sess.StartedAt))
+	return out
+}
+
+func newFileID() format.ID {
+	var id format.ID
+	if _, err := rand.Read(id[:]); err != nil {
+		panic(err)
+	}
+	return id
+}
+
+// RunJob starts a session of a job; with wait it reports progress until
+// the session ends.
+func (s *Server) RunJob(req *controllerv1.RunJobRequest, stream controllerv1.ControllerService_RunJobServer) error {
+	if err := requireClient(stream.Context()); err != nil {
+		return err
+	}
+	j, err := s.job(req.Name)
+	if err != nil {
+		return toStatus(err)
+	}
+	ls, err := s.start(j, req.Full)
+	if err != nil {
+		return toStatus(err)
+	}
+	for {
+		sess, total, pt := ls.snapshot()
+		if err := stream.Send(&controllerv1.RunJobResponse{Session: sessionProto(sess, pt), TotalBytes: total}); err != nil {
+			return err
+		}
+		if !req.Wait || sess.Result != resultRunning {
+			return nil
+		}
+		select {
+		case <-ls.done:
+		case <-time.After(500 * time.Millisecond):
+		case <-stream.Context().Done():
+			return nil // the session goes on without its watcher
+		}
+	}
+}
+
+// start records a new session and runs it in the background.
+func (s *Server) start(j catalog.Job, full bool) (*liveSession, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.running[j.UID]; ok {
+		sess, _, _ := cur.snapshot()
+		return nil, fmt.Errorf("%w: job %s is running already (session %s)", errBusy, j.Name, sess.ID)
+	}
+	mode := "default"
+	ls := &liveSession{done: make(chan struct{}), sess: catalog.Session{
+		ID: catalog.NewID(), Job: j.Name, JobUID: j.UID, Kind: j.Kind, Mode: mode, Result: resultRunning,
+		StartedAt: time.Now().UTC(),
+	}}
+	if err := s.store.PutSession(ls.sess); err != nil {
+		return nil, err
+	}
+	s.running[j.UID] = ls
+	s.sessions[ls.sess.ID] = ls
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.run(ls, j, full)
+	}()
+	return ls, nil
+}
+
+func (s *Server) run(ls *liveSession, j catalog.Job, full bool) {
+	log := s.log.With("session", ls.sess.ID, "job", j.Name)
+	log.Info("session started", "kind", j.Kind)
+	var (
+		pt     *catalog.Point
+		secret catalog.SessionSecret
+		err    error
+	)
+	switch j.Kind {
+	case kindBackup:
+		pt, secret, err = s.runBackup(s.ctx, ls, j, full)
+	case kindCopy:
+		pt, secret, err = s.runCopy(s.ctx, ls, j, full)
+	}
+	ls.mu.Lock()
+	ls.sess.EndedAt = time.Now().UTC()
+	if err != nil {
+		ls.sess.Result, ls.sess.Error = resultFailed, err.Error()
+	} else {
+		ls.sess.Result = resultSuccess
+	}
+	sess := ls.sess
+	ls.mu.Unlock()
+
+	var cerr error
+	if err == nil && pt != nil {
+		cerr = s.store.Update(func(tx *catalog.Tx) error {
+			if err := tx.CommitSession(sess, *pt, secret); err != nil {
+				return err
+			}
+			cur, err := tx.GetJob(j.Name)
+			if err != nil || cur.UID != j.UID {
+				return nil // deleted meanwhile; its point is recorded
+			}
+			cur.NewChainPending = false
+			cur.ChainID, cur.BackupID = pt.ChainID, pt.BackupID
+			_, err = tx.PutJob(cur)
+			return err
+		})
+	} else {
+		cerr = s.store.PutSession(sess)
+	}
+	if cerr != nil {
+		log.Error("recording the session failed", "error", cerr)
+	}
+	switch {
+	case err != nil:
+		log.Warn("session failed", "error", err)
+	case pt != nil:
+		log.Info("session succeeded", "point", hex.EncodeToString(pt.FileID), "kind", pt.Kind, "sequence", pt.Sequence)
+	default:
+		log.Info("session succeeded: nothing new to copy")
+	}
+	s.mu.Lock()
+	delete(s.running, j.UID)
+	delete(s.sessions, sess.ID)
+	s.mu.Unlock()
+	close(ls.done)
+}
+
+// latest returns the newest point of a list, or nil.
+func latest(pts []catalog.Point) *catalog.Point {
+	var out *catalog.Point
+	for i := range pts {
+		if out == nil || pts[i].Created.After(out.Created) {
+			out = &pts[i]
+		}
+	}
+	return out
+}
+
+// sessionKey makes a new session secret for a job's next file and wraps
+// it under the job's secret key. It returns nil for an unencrypted job.
+func (s *Server) sessionKey(j catalog.Job) (*keys.Session, []byte, error) {
+	if j.Encryption == encNone {
+		return nil, nil, nil
+	}
+	rec, raw, err := s.store.GetKeyRecord(j.KeyID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("job %s: its key: %w", j.Name, err)
+	}
+	if len(rec.Salt) != 16 {
+		return nil, nil, fmt.Errorf("job %s: key record %s has no salt", j.Name, rec.ID)
+	}
+	pk, err := keys.PasswordKeyFromRaw(keys.KDFParams{Time: rec.KDFTime, Memory: rec.KDFMemory, Threads: rec.KDFThreads}, [16]byte(rec.Salt), rec.Hint, raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	sess, err := keys.NewSession()
+	if err != nil {
+		return nil, nil, err
+	}
+	kt, err := keyring.PasswordTable(pk, sess)
+	if err != nil {
+		return nil, nil, err
+	}
+	kb, err := format.MarshalKeyTable(&kt, format.KeyTableCapFor(&kt))
+	if err != nil {
+		return nil, nil, err
+	}
+	return sess, kb, nil
+}
+
+func protoKey(sess *keys.Session) *commonv1.SessionKey {
+	if sess == nil {
+		return nil
+	}
+	id := sess.ID()
+	return &commonv1.SessionKey{KeyId: id[:], Secret: sess.Secret()}
+}
+
+// secretsOf returns the session secrets of a job's files, as the keys an
+// agent needs to read them.
+func (s *Server) secretsOf(jobUID string) ([]*commonv1.SessionKey, error) {
+	ss, err := s.store.ListSessionSecrets(jobUID)
+	if err != nil {
+		return nil, err
+	}
+	var out []*commonv1.SessionKey
+	for _, sec := range ss {
+		out = append(out, &commonv1.SessionKey{KeyId: sec.KeyID, Secret: []byte(sec.Secret)})
+	}
+	return out, nil
+}
+
+func kindName(k commonv1.PointKind) string {
+	if k == commonv1.PointKind_POINT_KIND_INCREMENTAL {
+		return "incremental"
+	}
+	return "full"
+}
+
+func (s *Server) pointRecord(j catalog.Job, p *commonv1.Point, agent, repository string) *catalog.Point {
+	pt := &catalog.Point{
+		Job: j.Name, JobUID: j.UID, FileID: p.FileId, BackupID: p.BackupId, ChainID: p.ChainId, Sequence: p.Sequence,
+		Kind: kindName(p.Kind), Created: time.Unix(0, p.CreatedUnixNano).UTC(), Size: p.Size, Encrypted: p.Encrypted,
+		Agent: agent, Repository: repository, Backup: j.Name,
+	}
+	if p.Kind == commonv1.PointKind_POINT_KIND_INCREMENTAL {
+		pt.ParentID = p.ParentId
+	}
+	if p.Encrypted {
+		pt.KeyRecord = j.KeyID
+		pt.KeyRefs = []string{"password key " + shortID(j.KeyID)}
+		pt.Hint = j.PasswordHint
+	}
+	return pt
+}
+
+func shortID(s string) string {
+	if len(s) > 8 {
+		return s[:8]
+	}
+	return s
+}
+
+func secretRecord(fileID []byte, sess *keys.Session) catalog.SessionSecret {
+	if sess == nil {
+		return catalog.SessionSecret{}
+	}
+	id := sess.ID()
+	return catalog.SessionSecret{FileID: fileID, KeyID: id[:], Secret: sess.Secret()}
+}
+
+func (s *Server) runBackup(ctx context.Context, ls *liveSession, j catalog.Job, full bool) (*catalog.Point, catalog.SessionSecret, error) {
+	a, err := s.agent(j.Agent, "source")
+	if err != nil {
+		return nil, catalog.SessionSecret{}, err
+	}
+	pts, err := s.store.ListPoints(j.UID)
+	if err != nil {
+		return nil, catalog.SessionSecret{}, err
+	}
+	var prev []*commonv1.SessionKey
+	if last := latest(pts); last != nil && last.Encrypted {
+		sec, err := s.store.GetSessionSecret(j.UID, last.FileID)
+		if err != nil {
+			return nil, catalog.SessionSecret{}, fmt.Errorf("the key of the previous point: %w", err)
+		}
+		prev = append(prev, &commonv1.SessionKey{KeyId: sec.KeyID, Secret: []byte(sec.Secret)})
+	}
+	sess, kb, err := s.sessionKey(j)
+	if err != nil {
+		return nil, catalog.SessionSecret{}, err
+	}
+	fileID := newFileID()
+	ls.mu.Lock()
+	ls.sess.FileID, ls.sess.SourceAgent = fileID[:], a.Name
+	ls.mu.Unlock()
+	c, err := s.sourceClient(a)
+	if err != nil {
+		return nil, catalog.SessionSecret{}, err
+	}
+	comp := commonv1.Compression_COMPRESSION_ZSTD
+	if j.Compression == "none" {
+		comp = commonv1.Compression_COMPRESSION_NONE
+	}
+	stream, err := c.Backup(ctx, &sourcev1.BackupRequest{
+		SessionId: ls.sess.ID, Repository: j.Repository, Backup: j.Name, Path: j.Path, BlockSize: j.BlockSize,
+		Compression: comp, CompressionLevel: int32(j.CompressionLevel), Key: protoKey(sess), KeyTable: kb,
+		PreviousKeys: prev, NewChain: j.NewChainPending || full, FileId: fileID[:], AllowUnencrypted: j.Encryption == encNone,
+	})
+	if err != nil {
+		return nil, catalog.SessionSecret{}, agentErr(a, "backup", err)
+	}
+	var final *sourcev1.SessionEvent
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, catalog.SessionSecret{}, agentErr(a, "backup", err)
+		}
+		ev := resp.GetEvent()
+		ls.progress(ev.GetStats(), ev.GetTotalBytes())
+		if ev.GetDone() {
+			final = ev
+		}
+	}
+	if final == nil || final.Point == nil || !bytes.Equal(final.Point.FileId, fileID[:]) {
+		return nil, catalog.SessionSecret{}, fmt.Errorf("source agent %s ended the backup without reporting the point", a.Name)
+	}
+	ls.mu.Lock()
+	ls.point = final.Point
+	ls.sess.Sequence = final.Point.Sequence
+	ls.mu.Unlock()
+	return s.pointRecord(j, final.Point, a.Name, j.Repository), secretRecord(fileID[:], sess), nil
+}
+
+func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, full bool) (*catalog.Point, catalog.SessionSecret, error) {
+	none := catalog.SessionSecret{}
+	src, err := s.agent(j.FromAgent, "source")
+	if err != nil {
+		return nil, none, err
+	}
+	tgt, err := s.agent(j.ToAgent, "target")
+	if err != nil {
+		return nil, none, err
+	}
+	// Checked again here: the repository's policy may have changed since
+	// the job was made.
+	if err := s.checkTargetRepo(ctx, &j); err != nil {
+		return nil, none, err
+	}
+	from, err := s.store.GetJob(j.FromJob)
+	if err != nil {
+		return nil, none, fmt.Errorf("the backup job %s this job copies is gone", j.FromJob)
+	}
+	srcPts, err := s.store.ListPoints(from.UID)
+	if err != nil {
+		return nil, none, err
+	}
+	p := latest(srcPts)
+	if p == nil {
+		return nil, none, fmt.Errorf("backup job %s has no restore points yet: run it first", from.Name)
+	}
+	mine, err := s.store.ListPoints(j.UID)
+	if err != nil {
+		return nil, none, err
+	}
+	last := latest(mine)
+	if last != nil && bytes.Equal(last.SourceFileID, p.FileID) && !full && !j.NewChainPending {
+		return nil, none, nil // that point is copied already
+	}
+	incremental := last != nil && !full && !j.NewChainPending
+	if incremental {
+		// An incremental needs the last copied point in the same source
+		// chain; after an active full at the source, copy a full too.
+		incremental = false
+		for _, sp := range srcPts {
+			if bytes.Equal(sp.FileID, last.SourceFileID) && bytes.Equal(sp.ChainID, p.ChainID) {
+				incremental = true
+			}
+		}
+	}
+	var srcKeys []*commonv1.SessionKey
+	secrets, err := s.store.ListSessionSecrets(from.UID)
+	if err != nil {
+		return nil, none, err
+	}
+	inChain := map[string]bool{}
+	for _, sp := range srcPts {
+		if bytes.Equal(sp.ChainID, p.ChainID) {
+			inChain[string(sp.FileID)] = true
+		}
+	}
+	for _, sec := range secrets {
+		if inChain[string(sec.FileID)] {
+			srcKeys = append(srcKeys, &commonv1.SessionKey{KeyId: sec.KeyID, Secret: []byte(sec.Secret)})
+		}
+	}
+
+	fileID := newFileID()
+	backupID := j.BackupID
+	if len(backupID) == 0 {
+		id := newFileID()
+		backupID = id[:]
+	}
+	req := &sourcev1.CopyRequest{
+		SessionId: ls.sess.ID, Repository: j.FromRepository, Backup: from.Name, PointId: p.FileID,
+		SourceKeys: srcKeys, FileId: fileID[:], BackupId: backupID, TargetBackup: j.Name, TargetAddress: tgt.Address,
+	}
+	if incremental {
+		req.BasePointId, req.ChainId, req.ParentId, req.Sequence = last.SourceFileID, last.ChainID, last.FileID, last.Sequence+1
+	} else {
+		c := newFileID()
+		req.ChainId, req.Sequence = c[:], 1
+	}
+	sess, kb, err := s.sessionKey(j)
+	if err != nil {
+		return nil, none, err
+	}
+	req.Key, req.KeyTable = protoKey(sess), kb
+	g := &targetv1.Grant{
+		SessionId: ls.sess.ID, Job: j.Name, Repository: j.ToRepository, Backup: j.Name, BackupId: backupID,
+		ChainId: req.ChainId, FileId: fileID[:], Sequence: req.Sequence, SourceAgent: src.Name,
+		ExpiresUnix: time.Now().Add(s.o.GrantTTL).Unix(),
+	}
+	if req.Grant, req.GrantSignature, err = s.signer.Sign(g); err != nil {
+		return nil, none, err
+	}
+	tc, err := s.targetClient(tgt)
+	if err != nil {
+		return nil, none, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.o.AgentTimeout)
+	_, err = tc.RegisterController(rctx, &targetv1.RegisterControllerRequest{GrantPublicKey: s.signer.Public()})
+	cancel()
+	if err != nil {
+		return nil, none, agentErr(tgt, "register the controller's grant key", err)
+	}
+	ls.mu.Lock()
+	ls.sess.FileID, ls.sess.Sequence, ls.sess.SourceAgent, ls.sess.TargetAgent = fileID[:], req.Sequence, src.Name, tgt.Name
+	ls.total = int64(p.Size)
+	ls.mu.Unlock()
+
+	sc, err := s.sourceClient(src)
+	if err != nil {
+		return nil, none, err
+	}
+	stream, err := sc.Copy(ctx, req)
+	if err != nil {
+		return nil, none, agentErr(src, "copy", err)
+	}
+	var final *sourcev1.SessionEvent
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, none, agentErr(src, "copy", err)
+		}
+		ev := resp.GetEvent()
+		ls.progress(ev.GetStats(), 0)
+		if ev.GetDone() {
+			final = ev
+		}
+	}
+	if final == nil || final.Point == nil || !bytes.Equal(final.Point.FileId, fileID[:]) {
+		return nil, none, fmt.Errorf("source agent %s ended the copy without reporting the point", src.Name)
+	}
+	ls.mu.Lock()
+	ls.point = final.Point
+	ls.mu.Unlock()
+	pt := s.pointRecord(j, final.Point, tgt.Name, j.ToRepository)
+	pt.SourceFileID = p.FileID
+	return pt, secretRecord(fileID[:], sess), nil
+}
+
+// ListSessions lists sessions, of one job or all, newest first.
+func (s *Server) ListSessions(ctx context.Context, req *controllerv1.ListSessionsRequest) (*controllerv1.ListSessionsResponse, error) {
+	if err := requireClient(ctx); err != nil {
+		return nil, err
+	}
+	uid := ""
+	if req.Job != "" {
+		j, err := s.job(req.Job)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		uid = j.UID
+	}
+	ss, err := s.store.ListSessions(uid)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &controllerv1.ListSessionsResponse{}
+	for _, sess := range ss {
+		resp.Sessions = append(resp.Sessions, s.liveView(sess))
+	}
+	return resp, nil
+}
+
+// liveView shows a running session's progress rather than its start.
+func (s *Server) liveView(sess catalog.Session) *controllerv1.Session {
+	s.mu.Lock()
+	ls := s.sessions[sess.ID]
+	s.mu.Unlock()
+	if ls != nil {
+		cur, _, pt := ls.snapshot()
+		return sessionProto(cur, pt)
+	}
+	return sessionProto(sess, nil)
+}
+
+// GetSession shows one session; a unique prefix of its id is enough.
+func (s *Server) GetSession(ctx context.Context, req *controllerv1.GetSessionRequest) (*controllerv1.GetSessionResponse, error) {
+	if err := requireClient(ctx); err != nil {
+		return nil, err
+	}
+	if req.Id == "" {
+		return nil, toStatus(invalidf("a session id is needed"))
+	}
+	ss, err := s.store.ListSessions("")
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	var found []catalog.Session
+	for _, sess := range ss {
+		if strings.HasPrefix(sess.ID, strings.ToLower(req.Id)) {
+			found = append(found, sess)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, toStatus(fmt.Errorf("%w: no session %q (see `controller session list`)", errNotFound, req.Id))
+	case 1:
+	default:
+		return nil, toStatus(invalidf("session id %q is ambiguous", req.Id))
+	}
+	v := s.liveView(found[0])
+	if v.Point == nil && len(found[0].FileID) > 0 {
+		if j, err := s.store.GetJob(found[0].Job); err == nil && j.UID == found[0].JobUID {
+			if pt, err := s.store.GetPoint(j.UID, found[0].FileID); err == nil {
+				v.Point = pointProto(pt)
+			}
+		}
+	}
+	return &controllerv1.GetSessionResponse{Session: v}, nil
+}
+
+func pointProto(p catalog.Point) *commonv1.Point {
+	kind := commonv1.PointKind_POINT_KIND_FULL
+	if p.Kind == "incremental" {
+		kind = commonv1.PointKind_POINT_KIND_INCREMENTAL
+	}
+	return &commonv1.Point{
+		Backup: p.Backup, FileId: p.FileID, BackupId: p.BackupID, ChainId: p.ChainID, ParentId: p.ParentID,
+		Sequence: p.Sequence, Kind: kind, Encrypted: p.Encrypted, CreatedUnixNano: p.Created.UnixNano(),
+		Size: p.Size, KeyRefs: p.KeyRefs, PasswordHint: p.Hint,
+	}
+}
+
+// ListPoints lists a job's restore points.
+func (s *Server) ListPoints(ctx context.Context, req *controllerv1.ListPointsRequest) (*controllerv1.ListPointsResponse, error) {
+	if err := requireClient(ctx); err != nil {
+		return nil, err
+	}
+	j, err := s.job(req.Job)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	pts, err := s.store.ListPoints(j.UID)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &controllerv1.ListPointsResponse{}
+	for _, p := range pts {
+		resp.Points = append(resp.Points, pointProto(p))
+	}
+	return resp, nil
+}
+
+// findPoint resolves a point id or prefix (bytes; empty for the latest)
+// among a job's points.
+func (s *Server) findPoint(j catalog.Job, id []byte) (*catalog.Point, error) {
+	pts, err := s.store.ListPoints(j.UID)
+	if err != nil {
+		return nil, err
+	}
+	if len(pts) == 0 {
+		return nil, fmt.Errorf("%w: job %s has no restore points", errNotFound, j.Name)
+	}
+	if len(id) == 0 {
+		return latest(pts), nil
+	}
+	var found *catalog.Point
+	for i := range pts {
+		if bytes.HasPrefix(pts[i].FileID, id) {
+			if found != nil {
+				return nil, invalidf("point id %x is ambiguous", id)
+			}
+			found = &pts[i]
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("%w: job %s has no point %x (see `controller point list --job %s`)", errNotFound, j.Name, id, j.Name)
+	}
+	return found, nil
+}
+
+// holder returns the agent and repository holding a job's points.
+func (s *Server) holder(j catalog.Job) (catalog.Agent, string, error) {
+	if j.Kind == kindCopy {
+		a, err := s.agent(j.ToAgent, "target")
+		return a, j.ToRepository, err
+	}
+	a, err := s.agent(j.Agent, "source")
+	return a, j.Repository, err
+}
+
+// Restore restores a point on the agent that holds it, handing that agent
+// the job's session keys for this call only.
+func (s *Server) Restore(ctx context.Context, req *controllerv1.RestoreRequest) (*controllerv1.RestoreResponse, error) {
+	if err := requireClient(ctx); err != nil {
+		return nil, err
+	}
+	j, err := s.job(req.Job)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	a, repoName, err := s.holder(j)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if req.Agent != a.Name {
+		return nil, toStatus(invalidf("the points of job %s are on agent %s, not %s: restore to %s:PATH", j.Name, a.Name, req.Agent, a.Name))
+	}
+	if req.Path == "" {
+		return nil, toStatus(invalidf("a restore needs a path on the agent"))
+	}
+	p, err := s.findPoint(j, req.PointId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	ks, err := s.secretsOf(j.UID)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	var objects, nbytes int64
+	if a.Role == "target" {
+		c, err := s.targetClient(a)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		r, err := c.Restore(ctx, &targetv1.RestoreRequest{Repository: repoName, Backup: j.Name, PointId: p.FileID, To: req.Path, Keys: ks})
+		if err != nil {
+			return nil, toStatus(agentErr(a, "restore", err))
+		}
+		objects, nbytes = r.Objects, r.Bytes
+	} else {
+		c, err := s.sourceClient(a)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		r, err := c.Restore(ctx, &sourcev1.RestoreRequest{Repository: repoName, Backup: j.Name, PointId: p.FileID, To: req.Path, Keys: ks})
+		if err != nil {
+			return nil, toStatus(agentErr(a, "restore", err))
+		}
+		objects, nbytes = r.Objects, r.Bytes
+	}
+	s.log.Info("restored", "job", j.Name, "point", hex.EncodeToString(p.FileID), "agent", a.Name, "path", req.Path)
+	return &controllerv1.RestoreResponse{Objects: objects, Bytes: nbytes}, nil
+}
+
+// Verify verifies a job's chain on the agent that holds it; keyless needs
+// no key, a full verify hands the agent the job's keys for this call only.
+func (s *Server) Verify(ctx context.Context, req *controllerv1.VerifyRequest) (*controllerv1.VerifyResponse, error) {
+	if err := requireClient(ctx); err != nil {
+		return nil, err
+	}
+	j, err := s.job(req.Job)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	a, repoName, err := s.holder(j)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	var point []byte
+	if len(req.PointId) > 0 {
+		p, err := s.findPoint(j, req.PointId)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		point = p.FileID
+	}
+	var ks []*commonv1.SessionKey
+	if !req.Keyless {
+		if ks, err = s.secretsOf(j.UID); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	if a.Role == "target" {
+		c, err := s.targetClient(a)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		r, err := c.Verify(ctx, &targetv1.VerifyRequest{Repository: repoName, Backup: j.Name, PointId: point, Keyless: req.Keyless, Keys: ks})
+		if err != nil {
+			return nil, toStatus(agentErr(a, "verify", err))
+		}
+		return &controllerv1.VerifyResponse{Files: r.Files, Records: r.Records, Bytes: r.Bytes, Problems: r.Problems}, nil
+	}
+	c, err := s.sourceClient(a)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	r, err := c.Verify(ctx, &sourcev1.VerifyRequest{Repository: repoName, Backup: j.Name, PointId: point, Keyless: req.Keyless, Keys: ks})
+	if err != nil {
+		return nil, toStatus(agentErr(a, "verify", err))
+	}
+	return &controllerv1.VerifyResponse{Files: r.Files, Records: r.Records, Bytes: r.Bytes, Problems: r.Problems}, nil
+}

@@ -1,0 +1,169 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/ferrybackup/ferry/internal/agent"
+	"github.com/ferrybackup/ferry/internal/config"
+	"github.com/ferrybackup/ferry/internal/controller"
+	sourcev1 "github.com/ferrybackup/ferry/internal/gen/ferry/source/v1"
+	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
+	"github.com/ferrybackup/ferry/internal/keys"
+	"github.com/ferrybackup/ferry/internal/pki"
+	"github.com/ferrybackup/ferry/internal/repo"
+)
+
+// Logger builds the root logger of a daemon.
+func Logger(name, level, format string, out io.Writer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name: name, Level: hclog.LevelFromString(level), Output: out, JSONFormat: format == "json",
+	})
+}
+
+// Server is a running daemon.
+type Server struct {
+	Addr     string // where it listens
+	grpc     *grpc.Server
+	health   *health.Server
+	done     chan error
+	shutdown time.Duration
+	closers  []func() error
+	log      hclog.Logger
+}
+
+// Wait blocks until the server stops and returns why.
+func (s *Server) Wait() error { return <-s.done }
+
+// Stop drains in-flight calls for up to the shutdown bound, then cuts
+// them: a session cut off this way leaves only a partial file, which is
+// never a restore point.
+func (s *Server) Stop() {
+	s.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(s.shutdown):
+		s.log.Warn("shutdown bound reached; ending the remaining calls", "bound", s.shutdown)
+		s.grpc.Stop()
+		<-stopped
+	}
+	for _, c := range s.closers {
+		if err := c(); err != nil {
+			s.log.Error("close", "error", err)
+		}
+	}
+}
+
+func serve(ln net.Listener, g *grpc.Server, hs *health.Server, shutdown time.Duration, log hclog.Logger) *Server {
+	healthpb.RegisterHealthServer(g, hs)
+	s := &Server{Addr: ln.Addr().String(), grpc: g, health: hs, done: make(chan error, 1), shutdown: shutdown, log: log}
+	go func() { s.done <- g.Serve(ln) }()
+	return s
+}
+
+// StartAgent starts a source or target agent from its configuration.
+func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
+	log := Logger("agent-"+cfg.Role, cfg.LogLevel, cfg.LogFormat, logOut).With("agent", cfg.Name)
+	cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load certificate %s: %w", cfg.TLS.CertFile, err)
+	}
+	roots, err := pki.LoadPool(cfg.TLS.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	var repos []*agent.Repository
+	for _, rc := range cfg.Repositories {
+		r, err := repo.Create(rc.Path)
+		if err != nil {
+			return nil, fmt.Errorf("repository %s: %w", rc.Name, err)
+		}
+		repos = append(repos, &agent.Repository{Name: rc.Name, Repo: r, RequireEncryption: rc.RequireEncryption})
+	}
+	allowed := []pki.Role{pki.RoleController}
+	if cfg.Role == config.RoleTarget {
+		allowed = append(allowed, pki.RoleSource)
+	}
+	stls, err := pki.ServerConfig(cert, roots, allowed...)
+	if err != nil {
+		return nil, err
+	}
+	opts := append(agent.ServerOptions(), grpc.Creds(credentials.NewTLS(stls)))
+	g := grpc.NewServer(opts...)
+	switch cfg.Role {
+	case config.RoleSource:
+		dial := func(ctx context.Context, addr string, role pki.Role) (*grpc.ClientConn, error) {
+			ctls, err := pki.ClientConfig(cert, roots, role)
+			if err != nil {
+				return nil, err
+			}
+			return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(ctls)),
+				grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(agent.MaxMessageSize)))
+		}
+		sourcev1.RegisterSourceServiceServer(g, agent.NewSource(cfg.Name, repos, dial, log))
+	case config.RoleTarget:
+		targetv1.RegisterTargetServiceServer(g, agent.NewTarget(cfg.Name, repos, nil, log))
+	default:
+		return nil, fmt.Errorf("unknown agent role %q", cfg.Role)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	s := serve(ln, g, health.NewServer(), cfg.ShutdownTimeoutDuration, log)
+	log.Info("agent listening", "role", cfg.Role, "address", s.Addr, "repositories", len(repos))
+	return s, nil
+}
+
+// StartController starts the controller from its configuration. kdf
+// overrides the Argon2id parameters of new password keys (tests).
+func StartController(cfg *config.Controller, logOut io.Writer, kdf keys.KDFParams) (*Server, *controller.Server, error) {
+	log := Logger("controller", cfg.LogLevel, cfg.LogFormat, logOut)
+	cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load certificate %s: %w", cfg.TLS.CertFile, err)
+	}
+	roots, err := pki.LoadPool(cfg.TLS.CAFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("state dir: %w", err)
+	}
+	c, err := controller.New(controller.Options{StateDir: cfg.StateDir, Cert: cert, Roots: roots, GrantTTL: cfg.GrantTTLDuration, KDF: kdf, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	stls, err := c.ServerTLS()
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(stls)))
+	c.Register(g)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	s := serve(ln, g, health.NewServer(), 30*time.Second, log)
+	s.closers = append(s.closers, c.Close)
+	log.Info("controller listening", "address", s.Addr, "state_dir", cfg.StateDir)
+	return s, c, nil
+}
