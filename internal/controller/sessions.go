@@ -76,8 +76,8 @@ func sessionProto(sess catalog.Session, pt *commonv1.Point) *controllerv1.Sessio
 	out := &controllerv1.Session{
 		Id: sess.ID, Job: sess.Job, Kind: kind, Mode: sess.Mode, Result: resultProto(sess.Result), Error: sess.Error,
 		StartedUnixNano: sess.StartedAt.UnixNano(),
-		Stats: &commonv1.SessionStats{BytesRead: sess.BytesRead, BytesSent: sess.BytesSent, BytesWritten: sess.BytesWritten, Records: sess.Records},
-		Point: pt,
+		Stats:           &commonv1.SessionStats{BytesRead: sess.BytesRead, BytesSent: sess.BytesSent, BytesWritten: sess.BytesWritten, Records: sess.Records},
+		Point:           pt,
 	}
 	end := time.Now()
 	if !sess.EndedAt.IsZero() {
