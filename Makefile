@@ -87,9 +87,13 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} -fuzzminimizetime 1s ./internal/keys/ || exit 1; done
 
 .PHONY: demo
-demo: build ## Run the main job end to end on loopback (today: an offline backup, incremental, verify and restore round trip)
-	deploy/demo-offline.sh
+demo: build ## Run the main job end to end on loopback: controller and both agents as separate processes, backup, two encrypted copies, verify, restore
+	deploy/demo.sh
 
 .PHONY: clean
 clean: ## Remove build outputs
 	rm -rf $(BIN)
+
+.PHONY: demo-offline
+demo-offline: build ## The offline round trip: backup, incremental, verify and restore with no daemon
+	deploy/demo-offline.sh

@@ -95,6 +95,13 @@ func newRoot(e *env) *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newOfflineCmd(e), newServeCmd(e), newDevCmd(e))
+	root.AddCommand(newPKICmd(e))
+	root.AddCommand(newAgentCmd(e))
+	root.AddCommand(newJobCmd(e))
+	root.AddCommand(newSessionCmd(e))
+	root.AddCommand(newPointCmd(e))
+	root.AddCommand(newRestoreCmd(e))
+	root.AddCommand(newVerifyCmd(e))
 	return root
 }
 
