@@ -56,7 +56,7 @@ step "day 1: back up, then copy to the target site (a full)"
 cp -a "$work/site" "$work/site-day1"
 
 step "day 2: change the sample, back up, copy again (an incremental)"
-"$BIN/ferry-datagen" mutate -seed 2 -dir "$work/site"
+"$BIN/ferry-datagen" mutate -seed 2 -dir "$work/site" | sed 's/^/  changed: /' | head -5
 "$C" job run site --wait
 "$C" job run offsite --wait
 "$C" point list --job offsite
@@ -66,9 +66,12 @@ step "verify the copies at the target: keyless, then in full"
 "$C" verify --job offsite
 
 step "restore both copies at the target site and compare"
+first=$("$C" point list --job offsite | awk 'NR == 2 { print $4 }')
+"$C" restore --job offsite --point "$first" --to "target:$work/restored-day1"
 "$C" restore --job offsite --to "target:$work/restored-day2"
+diff -r --no-dereference "$work/site-day1" "$work/restored-day1"
 diff -r --no-dereference "$work/site" "$work/restored-day2"
-echo "latest copy restores byte-identical"
+echo "both copies restore byte-identical"
 "$C" session list --job offsite
 
 step "the target site never saw plaintext or keys"
