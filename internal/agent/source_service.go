@@ -240,19 +240,11 @@ func (s *Source) ListPoints(ctx context.Context, req *sourcev1.ListPointsRequest
 	if _, err := requireRole(ctx, pki.RoleController); err != nil {
 		return nil, toStatus(err)
 	}
-	r, err := s.repo(req.Repository)
+	pts, err := listPoints(s.repo, req.Repository, req.Backup)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	ix, err := r.Repo.Index(req.Backup)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	resp := &sourcev1.ListPointsResponse{}
-	for _, p := range ix.Points() {
-		resp.Points = append(resp.Points, PointProto(req.Backup, p))
-	}
-	return resp, nil
+	return &sourcev1.ListPointsResponse{Points: pts}, nil
 }
 
 // Describe reports the agent's repositories.

@@ -185,19 +185,28 @@ func (t *Target) ListPoints(ctx context.Context, req *targetv1.ListPointsRequest
 	if _, err := requireRole(ctx, pki.RoleController); err != nil {
 		return nil, toStatus(err)
 	}
-	r, err := t.repo(req.Repository)
+	pts, err := listPoints(t.repo, req.Repository, req.Backup)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	ix, err := r.Repo.Index(req.Backup)
+	return &targetv1.ListPointsResponse{Points: pts}, nil
+}
+
+// listPoints serves both agents' ListPoints.
+func listPoints(lookup func(string) (*Repository, error), repoName, backupName string) ([]*commonv1.Point, error) {
+	r, err := lookup(repoName)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
-	resp := &targetv1.ListPointsResponse{}
+	ix, err := r.Repo.Index(backupName)
+	if err != nil {
+		return nil, err
+	}
+	var out []*commonv1.Point
 	for _, p := range ix.Points() {
-		resp.Points = append(resp.Points, PointProto(req.Backup, p))
+		out = append(out, PointProto(backupName, p))
 	}
-	return resp, nil
+	return out, nil
 }
 
 // PointProto converts a repository point for the wire.

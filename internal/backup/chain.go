@@ -62,6 +62,48 @@ func closeChain(files []*chainFile) {
 	}
 }
 
+// pointView is a restore point opened for reading: its chain's files up to
+// it, its catalog, and where the newest record of each of its blocks lies.
+type pointView struct {
+	ix    *repo.Index
+	point *repo.Point
+	chain *repo.Chain
+	files []*chainFile
+	cat   *format.Catalog
+	bix   map[format.BlockKey]loc
+}
+
+func (v *pointView) close() { closeChain(v.files) }
+
+// openPoint opens point (an id prefix; empty for the latest) of a backup
+// with the keys in kr, and checks that every block of it is stored.
+func openPoint(r *repo.Repo, backup, point string, kr *keyring.Keyring) (*pointView, error) {
+	ix, err := r.Index(backup)
+	if err != nil {
+		return nil, err
+	}
+	p, c, err := ix.Find(point)
+	if err != nil {
+		return nil, err
+	}
+	files, err := openChain(r, backup, c, p, kr)
+	if err != nil {
+		return nil, err
+	}
+	v := &pointView{ix: ix, point: p, chain: c, files: files}
+	last := files[len(files)-1]
+	if v.cat, err = last.f.Catalog(last.meta()); err != nil {
+		v.close()
+		return nil, err
+	}
+	v.bix = blockIndex(files)
+	if err := checkResolvable(v.cat, v.bix, last); err != nil {
+		v.close()
+		return nil, err
+	}
+	return v, nil
+}
+
 // loc is where the newest copy of a block lies in a chain.
 type loc struct {
 	file  int32

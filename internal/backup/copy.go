@@ -76,29 +76,13 @@ func Copy(ctx context.Context, r *repo.Repo, backup string, spec CopySpec, sink 
 	if spec.SourceKeys == nil {
 		spec.SourceKeys = keyring.New()
 	}
-	ix, err := r.Index(backup)
+	v, err := openPoint(r, backup, spec.Point, spec.SourceKeys)
 	if err != nil {
 		return nil, err
 	}
-	p, c, err := ix.Find(spec.Point)
-	if err != nil {
-		return nil, err
-	}
-	files, err := openChain(r, backup, c, p, spec.SourceKeys)
-	if err != nil {
-		return nil, err
-	}
-	defer closeChain(files)
+	defer v.close()
+	ix, p, c, files, cat, bix := v.ix, v.point, v.chain, v.files, v.cat, v.bix
 	last := files[len(files)-1]
-	cat, err := last.f.Catalog(last.meta())
-	if err != nil {
-		return nil, err
-	}
-	bix := blockIndex(files)
-	if err := checkResolvable(cat, bix, last); err != nil {
-		return nil, err
-	}
-
 	res := &CopyResult{Source: p, Kind: format.KindFull}
 	var baseDigests map[format.BlockKey]format.Digest
 	if spec.Base != "" {

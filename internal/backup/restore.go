@@ -56,29 +56,14 @@ func Restore(ctx context.Context, r *repo.Repo, backup, to string, o RestoreOpti
 	if o.Keys == nil {
 		o.Keys = keyring.New()
 	}
-	ix, err := r.Index(backup)
+	v, err := openPoint(r, backup, o.Point, o.Keys)
 	if err != nil {
 		return nil, err
 	}
-	p, c, err := ix.Find(o.Point)
-	if err != nil {
-		return nil, err
-	}
-	files, err := openChain(r, backup, c, p, o.Keys)
-	if err != nil {
-		return nil, err
-	}
-	defer closeChain(files)
+	defer v.close()
+	files, cat, p := v.files, v.cat, v.point
 	last := files[len(files)-1]
-	cat, err := last.f.Catalog(last.meta())
-	if err != nil {
-		return nil, err
-	}
-	bix := blockIndex(files)
-	if err := checkResolvable(cat, bix, last); err != nil {
-		return nil, err
-	}
-	rs := &restorer{files: files, bix: bix, blockSize: last.f.Header.BlockSize, o: o}
+	rs := &restorer{files: files, bix: v.bix, blockSize: last.f.Header.BlockSize, o: o}
 	switch cat.SourceKind {
 	case format.SourceDir:
 		err = rs.restoreDir(ctx, cat, to)
