@@ -123,7 +123,7 @@ func (env *targetEnv) clientTLS(t *testing.T, cfg any) targetv1.TargetServiceCli
 	default:
 		creds = grpc.WithTransportCredentials(credentials.NewTLS(c.(*tlsConfig)))
 	}
-	conn, err := grpc.NewClient(env.addr, creds)
+	conn, err := grpc.NewClient(env.addr, append(DialOptions(), creds)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,9 +60,31 @@ func NewTarget(name string, repos []*Repository, grantKeys []ed25519.PublicKey, 
 // largest block size with room for its framing.
 const MaxMessageSize = format.MaxBlockSize + 1<<20
 
-// ServerOptions are the options a target's gRPC server needs.
+// Flow-control windows and I/O buffers of the data stream: a record is
+// up to a few MiB, so the 64 KiB defaults would stall the sender every few
+// frames and cost a syscall per 32 KiB.
+const (
+	streamWindow = 16 << 20
+	connWindow   = 32 << 20
+	ioBuffer     = 1 << 20
+)
+
+// ServerOptions are the options an agent's gRPC server needs.
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize)}
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow),
+		grpc.ReadBufferSize(ioBuffer), grpc.WriteBufferSize(ioBuffer),
+	}
+}
+
+// DialOptions are the options of a source agent's connection to a target.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(MaxMessageSize)),
+		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
+		grpc.WithReadBufferSize(ioBuffer), grpc.WithWriteBufferSize(ioBuffer),
+	}
 }
 
 func requireRole(ctx context.Context, roles ...pki.Role) (pki.Identity, error) {

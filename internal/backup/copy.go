@@ -264,7 +264,11 @@ func runCopyPipeline(ctx context.Context, files []*chainFile, todo []copyJob, h 
 func reseal(files []*chainFile, j *copyJob, h *format.Header, s *keys.Session) error {
 	cf := files[j.loc.file]
 	e := &cf.f.Entries[j.loc.entry]
-	srh, payload, err := cf.f.ReadRecord(e, j.rec)
+	read := cf.f.ReadRecord
+	if cf.f.Header.Encrypted() {
+		read = cf.f.ReadSealedRecord // opened below: GCM authenticates it
+	}
+	srh, payload, err := read(e, j.rec)
 	if err != nil {
 		return err
 	}

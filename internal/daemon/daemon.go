@@ -113,8 +113,7 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 			if err != nil {
 				return nil, err
 			}
-			return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(ctls)),
-				grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(agent.MaxMessageSize)))
+			return grpc.NewClient(addr, append(agent.DialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(ctls)))...)
 		}
 		sourcev1.RegisterSourceServiceServer(g, agent.NewSource(cfg.Name, repos, dial, log))
 	case config.RoleTarget:
