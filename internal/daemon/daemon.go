@@ -104,7 +104,9 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := append(agent.ServerOptions(), grpc.Creds(credentials.NewTLS(stls)))
+	// WaitForHandlers: when Stop cuts calls off at the shutdown bound, their
+	// handlers still run to the end, so a transfer removes its partial file.
+	opts := append(agent.ServerOptions(), grpc.Creds(credentials.NewTLS(stls)), grpc.WaitForHandlers(true))
 	g := grpc.NewServer(opts...)
 	switch cfg.Role {
 	case config.RoleSource:
@@ -154,7 +156,7 @@ func StartController(cfg *config.Controller, logOut io.Writer, kdf keys.KDFParam
 		c.Close()
 		return nil, nil, err
 	}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(stls)))
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(stls)), grpc.WaitForHandlers(true))
 	c.Register(g)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,6 +61,7 @@ type stack struct {
 	ctlAddr, srcAddr, tgtAddr string
 	env                       []string
 	procs                     []*exec.Cmd
+	target                    *exec.Cmd
 }
 
 // ctl runs the controller CLI and returns its exit code and output.
@@ -89,7 +91,7 @@ func (s *stack) mustCtl(args ...string) string {
 	return out
 }
 
-func (s *stack) start(name string, args ...string) {
+func (s *stack) start(name string, args ...string) *exec.Cmd {
 	s.t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
 	cmd.Dir = s.dir
@@ -118,6 +120,7 @@ func (s *stack) start(name string, args ...string) {
 			s.t.Logf("%s log:\n%s", name, b)
 		}
 	})
+	return cmd
 }
 
 func writeFile(t *testing.T, path, content string) {
@@ -129,7 +132,7 @@ func writeFile(t *testing.T, path, content string) {
 
 // startStack sets up a PKI with the CLI, writes configs and starts the
 // three daemons, then adds both agents.
-func startStack(t *testing.T, requireEncryption bool) *stack {
+func startStack(t *testing.T, requireEncryption bool, targetExtra ...string) *stack {
 	t.Helper()
 	s := &stack{t: t, dir: t.TempDir(), ctlAddr: freePort(t), srcAddr: freePort(t), tgtAddr: freePort(t)}
 	s.mustCtl("pki", "init", "--dir", "pki")
@@ -141,10 +144,10 @@ func startStack(t *testing.T, requireEncryption bool) *stack {
 	}
 	writeFile(t, filepath.Join(s.dir, "controller.hcl"), fmt.Sprintf("listen = %q\nstate_dir = \"state/controller\"\nlog_level = \"debug\"\n%s", s.ctlAddr, tlsBlock("controller")))
 	writeFile(t, filepath.Join(s.dir, "source.hcl"), fmt.Sprintf("name = \"source\"\nrole = \"source\"\nlisten = %q\nstate_dir = \"state/source\"\nlog_level = \"debug\"\n%srepository \"local\" {\n  path = \"repos/source\"\n}\n", s.srcAddr, tlsBlock("source")))
-	writeFile(t, filepath.Join(s.dir, "target.hcl"), fmt.Sprintf("name = \"target\"\nrole = \"target\"\nlisten = %q\nstate_dir = \"state/target\"\nlog_level = \"debug\"\n%srepository \"local\" {\n  path = \"repos/target\"\n  require_encryption = %v\n}\n", s.tgtAddr, tlsBlock("target"), requireEncryption))
+	writeFile(t, filepath.Join(s.dir, "target.hcl"), fmt.Sprintf("name = \"target\"\nrole = \"target\"\nlisten = %q\nstate_dir = \"state/target\"\nlog_level = \"debug\"\n%srepository \"local\" {\n  path = \"repos/target\"\n  require_encryption = %v\n}\n%s\n", s.tgtAddr, tlsBlock("target"), requireEncryption, strings.Join(targetExtra, "\n")))
 	s.start("controller", "serve", "-config", "controller.hcl")
 	s.start("agent-source", "-config", "source.hcl")
-	s.start("agent-target", "-config", "target.hcl")
+	s.target = s.start("agent-target", "-config", "target.hcl")
 	s.env = []string{"FERRY_ADDR=" + s.ctlAddr, "FERRY_CACERT=" + filepath.Join(s.dir, "pki/ca.crt"),
 		"FERRY_CLIENT_CERT=" + filepath.Join(s.dir, "pki/admin.crt"), "FERRY_CLIENT_KEY=" + filepath.Join(s.dir, "pki/admin.key")}
 	for _, addr := range []string{s.ctlAddr, s.srcAddr, s.tgtAddr} {
@@ -332,4 +335,80 @@ func TestCLIErrors(t *testing.T) {
 			t.Errorf("controller %s: exit %d, stderr %q (stdout %q); want exit %d saying %q", strings.Join(tc.args, " "), code, errs, out, tc.code, tc.says)
 		}
 	}
+}
+
+// TestTargetSIGTERMMidCopy: a target agent told to stop while a copy is
+// streaming into it stops within its shutdown bound, leaves no partial
+// file and no point, the session fails with a clear error, and the next
+// session after a restart succeeds.
+func TestTargetSIGTERMMidCopy(t *testing.T) {
+	s := startStack(t, false, `shutdown_timeout = "1s"`)
+	site := filepath.Join(s.dir, "site")
+	if err := os.MkdirAll(site, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := datagen.WriteFile(filepath.Join(site, "disk.img"), 9, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(s.dir, "pw"), "a password\n")
+	s.mustCtl("job", "create", "site", "--kind", "backup", "--agent", "source", "--repo", "local", "--path", site, "--compression", "none")
+	s.mustCtl("job", "create", "offsite", "--kind", "copy", "--from", "source:local/site", "--to", "target:local", "--password-file", "pw")
+	s.mustCtl("job", "run", "site", "--wait")
+
+	run := exec.Command(filepath.Join(binDir, "controller"), "job", "run", "offsite", "--wait")
+	run.Env = append(os.Environ(), s.env...)
+	var runErr bytes.Buffer
+	run.Stderr = &runErr
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	repoDir := filepath.Join(s.dir, "repos/target")
+	deadline := time.Now().Add(60 * time.Second)
+	seen := false
+	for !seen && time.Now().Before(deadline) {
+		ms, _ := filepath.Glob(filepath.Join(repoDir, "backups", "offsite", "*", "*.partial"))
+		for _, m := range ms {
+			if st, err := os.Stat(m); err == nil && st.Size() > 16<<20 {
+				seen = true
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if !seen {
+		t.Fatal("the copy never wrote 16 MiB at the target")
+	}
+	stopAt := time.Now()
+	if err := s.target.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- s.target.Wait() }()
+	select {
+	case <-waited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the target agent did not stop within 15 s of SIGTERM (bound 1 s)")
+	}
+	t.Logf("target stopped %v after SIGTERM", time.Since(stopAt).Round(time.Millisecond))
+	err := run.Wait()
+	if err == nil {
+		// The copy may have finished inside the bound; then it committed a
+		// whole file, which must verify.
+		t.Log("the copy finished before the bound")
+	} else if !strings.Contains(runErr.String(), "target") {
+		t.Fatalf("the failed session does not say what happened: %s", runErr.String())
+	}
+	ms, _ := filepath.Glob(filepath.Join(repoDir, "backups", "offsite", "*", "*.partial"))
+	if len(ms) != 0 {
+		t.Fatalf("partial files left at the target: %v", ms)
+	}
+	files, _ := filepath.Glob(filepath.Join(repoDir, "backups", "offsite", "*", "*.ferry"))
+	if (err == nil) != (len(files) == 1) {
+		t.Fatalf("session error %v, but %d committed files", err, len(files))
+	}
+
+	// Restart the target; the next session commits and verifies.
+	s.target = s.start("agent-target", "-config", "target.hcl")
+	waitListening(t, s.tgtAddr)
+	s.mustCtl("job", "run", "offsite", "--wait")
+	s.mustCtl("verify", "--job", "offsite")
 }
