@@ -97,3 +97,7 @@ clean: ## Remove build outputs
 .PHONY: demo-offline
 demo-offline: build ## The offline round trip: backup, incremental, verify and restore with no daemon
 	deploy/demo-offline.sh
+
+.PHONY: transit-dev
+transit-dev: ## Run the Vault Transit test server in the foreground on 127.0.0.1:8200 (root token "root"; TRANSIT_LISTEN=ADDR to move it)
+	$(GO) run ./cmd/transit-dev
