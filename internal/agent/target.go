@@ -162,14 +162,10 @@ func (t *Target) transfer(stream targetv1.TargetService_TransferServer) error {
 	if err := stream.Send(&targetv1.TransferResponse{Msg: &targetv1.TransferResponse_Accepted{Accepted: &targetv1.TransferAccepted{FileId: g.FileId}}}); err != nil {
 		return err
 	}
-	for {
-		msg, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("%w: the stream ended before the file was finished", transfer.ErrRefused)
-		}
-		if err != nil {
-			return err
-		}
+	// Receiving (TLS, framing, unmarshalling) runs on its own goroutine so
+	// it overlaps with checking and writing the records before it.
+	msgs, recvErr := receive(stream, 8)
+	for msg := range msgs {
 		switch m := msg.Msg.(type) {
 		case *targetv1.TransferRequest_Records:
 			for _, rec := range m.Records.Records {
@@ -192,6 +188,40 @@ func (t *Target) transfer(stream targetv1.TargetService_TransferServer) error {
 			return fmt.Errorf("%w: unexpected message %T", errBadRequest, msg.Msg)
 		}
 	}
+	if err := <-recvErr; err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return fmt.Errorf("%w: the stream ended before the file was finished", transfer.ErrRefused)
+}
+
+// receive reads a transfer stream on its own goroutine, up to depth
+// messages ahead. The channel closes at the end of the stream, after a
+// finish, or on an error, which the second channel then holds. It stops
+// when the call ends.
+func receive(stream targetv1.TargetService_TransferServer, depth int) (<-chan *targetv1.TransferRequest, <-chan error) {
+	msgs := make(chan *targetv1.TransferRequest, depth)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(msgs)
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case msgs <- msg:
+			case <-stream.Context().Done():
+				errc <- stream.Context().Err()
+				return
+			}
+			if msg.GetFinish() != nil {
+				errc <- nil
+				return
+			}
+		}
+	}()
+	return msgs, errc
 }
 
 func copyID(dst *format.ID, b []byte) bool {
