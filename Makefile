@@ -78,6 +78,7 @@ bench: build ## Benchmarks: seal/open, 2 GiB backup and restore, peers (zstd|ope
 	bench/install-peers.sh
 	$(GO) test -run '^$$' -bench 'SealBlock|OpenBlock' -cpu 1 ./internal/backup/
 	bench/backup-2g.sh
+	bench/copy-2g.sh
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
