@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -683,8 +684,8 @@ func (s *Server) Restore(ctx context.Context, req *controllerv1.RestoreRequest) 
 	if req.Agent != a.Name {
 		return nil, toStatus(invalidf("the points of job %s are on agent %s, not %s: restore to %s:PATH", j.Name, a.Name, req.Agent, a.Name))
 	}
-	if req.Path == "" {
-		return nil, toStatus(invalidf("a restore needs a path on the agent"))
+	if !filepath.IsAbs(req.Path) {
+		return nil, toStatus(invalidf("restore path %q on agent %s must be absolute", req.Path, a.Name))
 	}
 	p, err := s.findPoint(j, req.PointId)
 	if err != nil {
