@@ -98,6 +98,12 @@ type Point struct {
 	Agent      string `json:"agent"`
 	Repository string `json:"repository"`
 	Backup     string `json:"backup"`
+	// Wrapped is, for a point of a KMS job, its session secret as Vault
+	// Transit wrapped it ("vault:vN:..."): the controller keeps no unwrapped
+	// copy of such secrets and asks Vault when it needs one.
+	Wrapped string `json:"wrapped,omitempty"`
+	// WrappedKey is the Transit key that wrapped it.
+	WrappedKey string `json:"wrapped_key,omitempty"`
 	// SourceFileID is, for a point of a copy job, the source point it is
 	// a copy of.
 	SourceFileID []byte `json:"source_file_id,omitempty"`

@@ -584,7 +584,7 @@ func (t *Tx) CommitSession(sess Session, pt Point, secret SessionSecret) error {
 	}
 	hasSecret := len(secret.Secret) > 0
 	switch {
-	case pt.Encrypted && !hasSecret:
+	case pt.Encrypted && !hasSecret && pt.Wrapped == "":
 		return fmt.Errorf("commit session %q: point %x is encrypted but no session secret was given", sess.ID, pt.FileID)
 	case !pt.Encrypted && hasSecret:
 		return fmt.Errorf("commit session %q: point %x is not encrypted but a session secret was given", sess.ID, pt.FileID)

@@ -4,6 +4,7 @@
 package keyring
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -17,8 +18,15 @@ var ErrWrongPassword = errors.New("wrong password")
 // ErrNeedKey is returned for an encrypted file when no key was given.
 var ErrNeedKey = errors.New("backup file is encrypted and no password was given")
 
+// Transit unwraps secrets wrapped by a HashiCorp Vault Transit key
+// (package kms implements it).
+type Transit interface {
+	Unwrap(ctx context.Context, key string, wrapped []string) ([][]byte, error)
+}
+
 // Keyring holds the keys a user gave for opening files.
 type Keyring struct {
+	transit   Transit
 	passwords []*keys.PasswordCache
 	sessions  map[keys.KeyID]*keys.Session
 	wrappers  map[keys.KeyID]*keys.PasswordKey
@@ -33,12 +41,17 @@ func New(passwords ...[]byte) *Keyring {
 	return k
 }
 
+// WithTransit lets the keyring open entries wrapped by Vault Transit.
+func (k *Keyring) WithTransit(t Transit) *Keyring { k.transit = t; return k }
+
 // AddSession adds an unwrapped session secret, as the controller hands
 // them to an agent for one session.
 func (k *Keyring) AddSession(s *keys.Session) { k.sessions[s.ID()] = s }
 
 // Empty reports whether the keyring holds no key at all.
-func (k *Keyring) Empty() bool { return len(k.passwords) == 0 && len(k.sessions) == 0 }
+func (k *Keyring) Empty() bool {
+	return len(k.passwords) == 0 && len(k.sessions) == 0 && k.transit == nil
+}
 
 // Session opens the session secret id of file f. The error names the file
 // and, for a wrong password, the hint stored with it.
@@ -48,7 +61,17 @@ func (k *Keyring) Session(f *format.File, id keys.KeyID) (*keys.Session, error) 
 	}
 	var hint string
 	tried := false
+	var transitErr error
 	for _, e := range f.KeyTable.For(id) {
+		if e.Type == format.EntryTransit {
+			s, err := k.openTransit(f, e, id)
+			if err == nil {
+				k.sessions[id] = s
+				return s, nil
+			}
+			transitErr = err
+			continue
+		}
 		if e.Type != format.EntryPassword {
 			continue
 		}
@@ -78,6 +101,8 @@ func (k *Keyring) Session(f *format.File, id keys.KeyID) (*keys.Session, error) 
 		}
 	}
 	switch {
+	case transitErr != nil && !tried:
+		return nil, transitErr
 	case len(f.KeyTable.For(id)) == 0:
 		return nil, fmt.Errorf("backup file %s: the key table holds no wrapped copy of secret %x", f.Name, id[:4])
 	case !tried && k.Empty():
@@ -86,6 +111,29 @@ func (k *Keyring) Session(f *format.File, id keys.KeyID) (*keys.Session, error) 
 		return nil, fmt.Errorf("backup file %s: none of its key table entries is a password entry, and only passwords were given", f.Name)
 	}
 	return nil, fmt.Errorf("backup file %s: %w%s", f.Name, ErrWrongPassword, hintText(hint))
+}
+
+// openTransit unwraps a Transit entry through Vault.
+func (k *Keyring) openTransit(f *format.File, e format.KeyEntry, id keys.KeyID) (*keys.Session, error) {
+	te, err := keys.ParseTransitEntry(e.Data)
+	if err != nil {
+		return nil, fmt.Errorf("backup file %s: key table: %w", f.Name, err)
+	}
+	if k.transit == nil {
+		return nil, fmt.Errorf("backup file %s: %w: its session secret is wrapped by Vault Transit key %q (mount %q); set VAULT_ADDR and VAULT_TOKEN, or use the recovery key", f.Name, ErrNeedKey, te.Key, te.Mount)
+	}
+	out, err := k.transit.Unwrap(context.Background(), te.Key, []string{te.Ciphertext})
+	if err != nil {
+		return nil, fmt.Errorf("backup file %s: %w", f.Name, err)
+	}
+	s, err := keys.SessionFromSecret(out[0])
+	if err != nil {
+		return nil, fmt.Errorf("backup file %s: %w", f.Name, err)
+	}
+	if !s.Matches(id) {
+		return nil, fmt.Errorf("backup file %s: Vault unwrapped a secret that is not the file's", f.Name)
+	}
+	return s, nil
 }
 
 func hintText(h string) string {

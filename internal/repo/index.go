@@ -302,6 +302,11 @@ func KeyRefs(kt *format.KeyTable) (refs []string, hint string) {
 	seen := map[string]bool{}
 	for _, e := range kt.Entries {
 		ref := e.Type.String()
+		if e.Type == format.EntryTransit {
+			if te, err := keys.ParseTransitEntry(e.Data); err == nil {
+				ref = fmt.Sprintf("kms %s/%s v%d", te.Mount, te.Key, te.Version())
+			}
+		}
 		if e.Type == format.EntryPassword {
 			if pe, err := keys.ParsePasswordEntry(e.Data); err == nil && pe.Hint != "" {
 				hint = pe.Hint
