@@ -27,6 +27,7 @@ point.`
 type jobFlags struct {
 	kind, agent, repo, path, from, to string
 	encryption, pwFile, hint          string
+	kmsKey, kmsKeyType                string
 	blockSize, compression            string
 	level                             int
 }
@@ -36,7 +37,7 @@ type jobFlags struct {
 var (
 	backupOnlyFlags = []string{"agent", "repo", "path", "block-size", "compression", "compression-level"}
 	copyOnlyFlags   = []string{"from", "to"}
-	updateFlags     = []string{"agent", "repo", "path", "from", "to", "encryption", "password-file", "password-hint", "block-size", "compression", "compression-level"}
+	updateFlags     = []string{"agent", "repo", "path", "from", "to", "encryption", "password-file", "password-hint", "kms-key", "kms-key-type", "block-size", "compression", "compression-level"}
 )
 
 func (j *jobFlags) register(c *cobra.Command, create bool) {
@@ -49,7 +50,9 @@ func (j *jobFlags) register(c *cobra.Command, create bool) {
 	f.StringVar(&j.path, "path", "", "backup jobs: the file, block device or directory to back up")
 	f.StringVar(&j.from, "from", "", "copy jobs: the backup job to copy, AGENT:REPO/BACKUPJOB")
 	f.StringVar(&j.to, "to", "", "copy jobs: the target agent and repository, AGENT:REPO")
-	f.StringVar(&j.encryption, "encryption", "", "none or password (default: password with --password-file, else none)")
+	f.StringVar(&j.encryption, "encryption", "", "none, password or kms (default: password with --password-file, kms with --kms-key, else none)")
+	f.StringVar(&j.kmsKey, "kms-key", "", "the Vault Transit key that wraps session secrets (created when missing); implies --encryption kms")
+	f.StringVar(&j.kmsKeyType, "kms-key-type", "", "type of a Transit key the controller creates: aes256-gcm96 (default) or rsa-4096")
 	f.StringVar(&j.pwFile, "password-file", "", "file holding the password; implies --encryption password")
 	f.StringVar(&j.hint, "password-hint", "", "hint stored in plaintext with the files, shown when a password is wrong")
 	f.StringVar(&j.blockSize, "block-size", "1MiB", "backup jobs: block size of a new chain, 256KiB, 512KiB, 1MiB or 4MiB")
@@ -121,6 +124,15 @@ func (j *jobFlags) encryptionSpec(s *controllerv1.JobSpec, create bool) error {
 	if enc == "" && j.pwFile != "" {
 		enc = "password"
 	}
+	if enc == "" && j.kmsKey != "" {
+		enc = "kms"
+	}
+	if j.kmsKey != "" && enc != "kms" {
+		return usagef("--kms-key needs --encryption kms")
+	}
+	if j.kmsKeyType != "" && j.kmsKey == "" {
+		return usagef("--kms-key-type needs --kms-key")
+	}
 	switch enc {
 	case "":
 		if create {
@@ -136,10 +148,19 @@ func (j *jobFlags) encryptionSpec(s *controllerv1.JobSpec, create bool) error {
 			return usagef("--encryption password needs --password-file")
 		}
 		s.Encryption = commonv1.EncryptionMode_ENCRYPTION_MODE_PASSWORD
+	case "kms":
+		if j.pwFile != "" {
+			return usagef("--password-file and --encryption kms contradict each other")
+		}
+		if create && j.kmsKey == "" {
+			return usagef("--encryption kms needs --kms-key NAME")
+		}
+		s.Encryption = commonv1.EncryptionMode_ENCRYPTION_MODE_KMS
+		s.KmsKey, s.KmsKeyType = j.kmsKey, j.kmsKeyType
 	default:
-		return usagef("--encryption %q: choose none or password", j.encryption)
+		return usagef("--encryption %q: choose none, password or kms", j.encryption)
 	}
-	if j.hint != "" && (enc == "none" || create && enc == "") {
+	if j.hint != "" && (enc == "none" || enc == "kms" || create && enc == "") {
 		return usagef("--password-hint needs password encryption (--password-file)")
 	}
 	s.PasswordHint = j.hint

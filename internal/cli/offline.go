@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/ferrybackup/ferry/internal/backup"
 	"github.com/ferrybackup/ferry/internal/format"
 	"github.com/ferrybackup/ferry/internal/keyring"
+	"github.com/ferrybackup/ferry/internal/kms"
 	"github.com/ferrybackup/ferry/internal/repo"
 )
 
@@ -51,7 +53,17 @@ func keyringFrom(files []string) (*keyring.Keyring, error) {
 		}
 		pws = append(pws, pw)
 	}
-	return keyring.New(pws...), nil
+	kr := keyring.New(pws...)
+	// Points wrapped by Vault Transit open through the Vault of the
+	// standard environment, when it is set.
+	if os.Getenv("VAULT_ADDR") != "" && os.Getenv("VAULT_TOKEN") != "" {
+		t, err := kms.New(context.Background(), kms.Config{})
+		if err != nil {
+			return nil, err
+		}
+		kr.WithTransit(t)
+	}
+	return kr, nil
 }
 
 func cliLogger(e *env, verbose bool) hclog.Logger {

@@ -19,6 +19,7 @@ const (
 	kindCopy   = "copy"
 	encNone    = "none"
 	encPass    = "password"
+	encKMS     = "kms"
 )
 
 func encryptionName(e commonv1.EncryptionMode, havePassword bool) (string, error) {
@@ -33,7 +34,7 @@ func encryptionName(e commonv1.EncryptionMode, havePassword bool) (string, error
 	case commonv1.EncryptionMode_ENCRYPTION_MODE_PASSWORD:
 		return encPass, nil
 	case commonv1.EncryptionMode_ENCRYPTION_MODE_KMS:
-		return "", invalidf("KMS encryption is not available yet; use --encryption password")
+		return encKMS, nil
 	}
 	return "", invalidf("unknown encryption mode %v", e)
 }
@@ -50,8 +51,12 @@ func jobProto(j catalog.Job, last *catalog.Session) *controllerv1.Job {
 	if j.Kind == kindCopy {
 		spec.Kind = controllerv1.JobKind_JOB_KIND_COPY
 	}
-	if j.Encryption == encPass {
+	switch j.Encryption {
+	case encPass:
 		spec.Encryption = commonv1.EncryptionMode_ENCRYPTION_MODE_PASSWORD
+	case encKMS:
+		spec.Encryption = commonv1.EncryptionMode_ENCRYPTION_MODE_KMS
+		spec.KmsKey = j.KMSKey
 	}
 	if j.Compression == "none" {
 		spec.Compression = commonv1.Compression_COMPRESSION_NONE
@@ -100,8 +105,11 @@ func applySpec(j *catalog.Job, spec *controllerv1.JobSpec, fields []string) (new
 	if set("password-hint") {
 		j.PasswordHint = spec.PasswordHint
 	}
+	if set("kms-key") {
+		j.KMSKey = spec.KmsKey
+	}
 	newPassword = len(spec.Password) > 0 && set("password-file")
-	if set("encryption") || set("password-file") {
+	if set("encryption") || set("password-file") || set("kms-key") {
 		enc, err := encryptionName(spec.Encryption, newPassword)
 		if err != nil {
 			return false, err
@@ -134,6 +142,14 @@ func (s *Server) checkJob(ctx context.Context, j *catalog.Job) error {
 	}
 	if j.CompressionLevel < 1 || j.CompressionLevel > 4 {
 		return invalidf("compression level %d: choose 1 to 4", j.CompressionLevel)
+	}
+	if j.Encryption == encKMS {
+		if s.o.Transit == nil {
+			return invalidf("KMS encryption needs a Vault: configure the vault block of the controller (controller dev uses VAULT_ADDR and VAULT_TOKEN)")
+		}
+		if j.KMSKey == "" {
+			return invalidf("KMS encryption needs --kms-key NAME (the Vault Transit key; it is created when missing)")
+		}
 	}
 	switch j.Kind {
 	case kindBackup:
@@ -195,6 +211,20 @@ func (s *Server) checkTargetRepo(ctx context.Context, j *catalog.Job) error {
 	return nil
 }
 
+// ensureKMSKey creates a KMS job's Transit key in Vault when missing.
+func (s *Server) ensureKMSKey(ctx context.Context, j catalog.Job, typ string) error {
+	if j.Encryption != encKMS {
+		return nil
+	}
+	if typ == "" {
+		typ = "aes256-gcm96"
+	}
+	if typ != "aes256-gcm96" && typ != "rsa-4096" {
+		return invalidf("--kms-key-type %q: choose aes256-gcm96 or rsa-4096", typ)
+	}
+	return s.o.Transit.EnsureKey(ctx, j.KMSKey, typ)
+}
+
 func keysOf(m map[string]bool) []string {
 	var out []string
 	for k := range m {
@@ -252,6 +282,9 @@ func (s *Server) CreateJob(ctx context.Context, req *controllerv1.CreateJobReque
 	if err := s.checkJob(ctx, &j); err != nil {
 		return nil, toStatus(err)
 	}
+	if err := s.ensureKMSKey(ctx, j, spec.KmsKeyType); err != nil {
+		return nil, toStatus(err)
+	}
 	var out catalog.Job
 	err := s.store.Update(func(tx *catalog.Tx) error {
 		var err error
@@ -299,12 +332,15 @@ func (s *Server) UpdateJob(ctx context.Context, req *controllerv1.UpdateJobReque
 	if err := s.checkJob(ctx, &j); err != nil {
 		return nil, toStatus(err)
 	}
+	if err := s.ensureKMSKey(ctx, j, spec.KmsKeyType); err != nil {
+		return nil, toStatus(err)
+	}
 	if (oldEnc == encNone) != (j.Encryption == encNone) || oldBlock != j.BlockSize {
 		j.NewChainPending = true
 	}
 	var out catalog.Job
 	err = s.store.Update(func(tx *catalog.Tx) error {
-		if j.Encryption == encNone {
+		if j.Encryption != encPass {
 			j.KeyID = ""
 		} else if newPassword {
 			id, err := s.newPasswordKey(tx, j, spec.Password)

@@ -19,6 +19,7 @@ import (
 	controllerv1 "github.com/ferrybackup/ferry/internal/gen/ferry/controller/v1"
 	"github.com/ferrybackup/ferry/internal/grant"
 	"github.com/ferrybackup/ferry/internal/keys"
+	"github.com/ferrybackup/ferry/internal/kms"
 	"github.com/ferrybackup/ferry/internal/pki"
 )
 
@@ -37,6 +38,9 @@ type Options struct {
 	Logger hclog.Logger
 	// AgentTimeout bounds control calls to agents (not data sessions).
 	AgentTimeout time.Duration
+	// Transit wraps the session secrets of KMS jobs; nil when no Vault is
+	// configured.
+	Transit *kms.Transit
 }
 
 // Server is the controller.
@@ -195,8 +199,14 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, errExists):
 		code = codes.AlreadyExists
-	case errors.Is(err, errUnreachable):
+	case errors.Is(err, errUnreachable), errors.Is(err, kms.ErrUnreachable), errors.Is(err, kms.ErrSealed):
 		code = codes.Unavailable
+	case errors.Is(err, kms.ErrDenied):
+		code = codes.PermissionDenied
+	case errors.Is(err, kms.ErrKeyNotFound):
+		code = codes.NotFound
+	case errors.Is(err, kms.ErrTooOld):
+		code = codes.FailedPrecondition
 	case errors.Is(err, errBusy):
 		code = codes.FailedPrecondition
 	case errors.Is(err, context.Canceled):

@@ -225,36 +225,60 @@ func latest(pts []catalog.Point) *catalog.Point {
 	return out
 }
 
+// newKey is a new session secret with its wrapped forms.
+type newKey struct {
+	sess     *keys.Session
+	keyTable []byte // the file's key table section
+	wrapped  string // the Transit ciphertext, for KMS jobs
+}
+
 // sessionKey makes a new session secret for a job's next file and wraps
-// it under the job's secret key. It returns nil for an unencrypted job.
-func (s *Server) sessionKey(j catalog.Job) (*keys.Session, []byte, error) {
+// it under the job's secret key: the password-derived key, or the Vault
+// Transit key (one Vault request). It returns a zero newKey for an
+// unencrypted job.
+func (s *Server) sessionKey(ctx context.Context, j catalog.Job) (newKey, error) {
+	var nk newKey
 	if j.Encryption == encNone {
-		return nil, nil, nil
-	}
-	rec, raw, err := s.store.GetKeyRecord(j.KeyID)
-	if err != nil {
-		return nil, nil, fmt.Errorf("job %s: its key: %w", j.Name, err)
-	}
-	if len(rec.Salt) != 16 {
-		return nil, nil, fmt.Errorf("job %s: key record %s has no salt", j.Name, rec.ID)
-	}
-	pk, err := keys.PasswordKeyFromRaw(keys.KDFParams{Time: rec.KDFTime, Memory: rec.KDFMemory, Threads: rec.KDFThreads}, [16]byte(rec.Salt), rec.Hint, raw)
-	if err != nil {
-		return nil, nil, err
+		return nk, nil
 	}
 	sess, err := keys.NewSession()
 	if err != nil {
-		return nil, nil, err
+		return nk, err
 	}
-	kt, err := keyring.PasswordTable(pk, sess)
-	if err != nil {
-		return nil, nil, err
+	nk.sess = sess
+	var kt format.KeyTable
+	switch j.Encryption {
+	case encKMS:
+		if s.o.Transit == nil {
+			return nk, fmt.Errorf("job %s uses KMS encryption but the controller has no Vault configured", j.Name)
+		}
+		w, err := s.o.Transit.Wrap(ctx, j.KMSKey, [][]byte{sess.Secret()})
+		if err != nil {
+			return nk, err
+		}
+		nk.wrapped = w[0]
+		te := keys.TransitEntry{Mount: s.o.Transit.Mount(), Namespace: s.o.Transit.Namespace(), Key: j.KMSKey, Ciphertext: w[0]}
+		kt = format.KeyTable{Generation: 1, Entries: []format.KeyEntry{{Secret: sess.ID(), Type: format.EntryTransit, Data: te.Marshal()}}}
+	default:
+		rec, raw, err := s.store.GetKeyRecord(j.KeyID)
+		if err != nil {
+			return nk, fmt.Errorf("job %s: its key: %w", j.Name, err)
+		}
+		if len(rec.Salt) != 16 {
+			return nk, fmt.Errorf("job %s: key record %s has no salt", j.Name, rec.ID)
+		}
+		pk, err := keys.PasswordKeyFromRaw(keys.KDFParams{Time: rec.KDFTime, Memory: rec.KDFMemory, Threads: rec.KDFThreads}, [16]byte(rec.Salt), rec.Hint, raw)
+		if err != nil {
+			return nk, err
+		}
+		if kt, err = keyring.PasswordTable(pk, sess); err != nil {
+			return nk, err
+		}
 	}
-	kb, err := format.MarshalKeyTable(&kt, format.KeyTableCapFor(&kt))
-	if err != nil {
-		return nil, nil, err
+	if nk.keyTable, err = format.MarshalKeyTable(&kt, format.KeyTableCapFor(&kt)); err != nil {
+		return nk, err
 	}
-	return sess, kb, nil
+	return nk, nil
 }
 
 func protoKey(sess *keys.Session) *commonv1.SessionKey {
@@ -265,16 +289,55 @@ func protoKey(sess *keys.Session) *commonv1.SessionKey {
 	return &commonv1.SessionKey{KeyId: id[:], Secret: sess.Secret()}
 }
 
-// secretsOf returns the session secrets of a job's files, as the keys an
-// agent needs to read them.
-func (s *Server) secretsOf(jobUID string) ([]*commonv1.SessionKey, error) {
+// secretsOf returns the session secrets of a job's files (only of those
+// for which keep says so, when it is not nil), as the keys an agent needs
+// to read them: sealed ones from the catalog, Transit-wrapped ones
+// unwrapped by Vault in one request per Transit key.
+func (s *Server) secretsOf(ctx context.Context, jobUID string, keep func(catalog.Point) bool) ([]*commonv1.SessionKey, error) {
+	pts, err := s.store.ListPoints(jobUID)
+	if err != nil {
+		return nil, err
+	}
+	wanted := map[string]bool{}
+	byKey := map[string][]catalog.Point{}
+	for _, p := range pts {
+		if keep != nil && !keep(p) {
+			continue
+		}
+		wanted[string(p.FileID)] = true
+		if p.Wrapped != "" {
+			byKey[p.WrappedKey] = append(byKey[p.WrappedKey], p)
+		}
+	}
 	ss, err := s.store.ListSessionSecrets(jobUID)
 	if err != nil {
 		return nil, err
 	}
 	var out []*commonv1.SessionKey
 	for _, sec := range ss {
-		out = append(out, &commonv1.SessionKey{KeyId: sec.KeyID, Secret: []byte(sec.Secret)})
+		if wanted[string(sec.FileID)] {
+			out = append(out, &commonv1.SessionKey{KeyId: sec.KeyID, Secret: []byte(sec.Secret)})
+		}
+	}
+	for key, kp := range byKey {
+		if s.o.Transit == nil {
+			return nil, fmt.Errorf("points of this job are wrapped by Vault Transit key %q, and the controller has no Vault configured", key)
+		}
+		wrapped := make([]string, len(kp))
+		for i, p := range kp {
+			wrapped[i] = p.Wrapped
+		}
+		plain, err := s.o.Transit.Unwrap(ctx, key, wrapped)
+		if err != nil {
+			return nil, err
+		}
+		for _, secret := range plain {
+			sess, err := keys.SessionFromSecret(secret)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, protoKey(sess))
+		}
 	}
 	return out, nil
 }
@@ -295,12 +358,27 @@ func (s *Server) pointRecord(j catalog.Job, p *commonv1.Point, agent, repository
 	if p.Kind == commonv1.PointKind_POINT_KIND_INCREMENTAL {
 		pt.ParentID = p.ParentId
 	}
-	if p.Encrypted {
+	if p.Encrypted && j.Encryption == encPass {
 		pt.KeyRecord = j.KeyID
 		pt.KeyRefs = []string{"password key " + shortID(j.KeyID)}
 		pt.Hint = j.PasswordHint
 	}
 	return pt
+}
+
+// withKey records how a new point's session secret is kept: sealed in the
+// catalog (password jobs) or as Vault wrapped it (KMS jobs).
+func (s *Server) withKey(pt *catalog.Point, j catalog.Job, nk newKey) catalog.SessionSecret {
+	if nk.sess == nil {
+		return catalog.SessionSecret{}
+	}
+	if nk.wrapped != "" {
+		pt.Wrapped, pt.WrappedKey = nk.wrapped, j.KMSKey
+		te := keys.TransitEntry{Ciphertext: nk.wrapped}
+		pt.KeyRefs = []string{fmt.Sprintf("kms %s/%s v%d", s.o.Transit.Mount(), j.KMSKey, te.Version())}
+		return catalog.SessionSecret{}
+	}
+	return secretRecord(pt.FileID, nk.sess)
 }
 
 func shortID(s string) string {
@@ -311,9 +389,6 @@ func shortID(s string) string {
 }
 
 func secretRecord(fileID []byte, sess *keys.Session) catalog.SessionSecret {
-	if sess == nil {
-		return catalog.SessionSecret{}
-	}
 	id := sess.ID()
 	return catalog.SessionSecret{FileID: fileID, KeyID: id[:], Secret: sess.Secret()}
 }
@@ -329,13 +404,12 @@ func (s *Server) runBackup(ctx context.Context, ls *liveSession, j catalog.Job, 
 	}
 	var prev []*commonv1.SessionKey
 	if last := latest(pts); last != nil && last.Encrypted {
-		sec, err := s.store.GetSessionSecret(j.UID, last.FileID)
+		prev, err = s.secretsOf(ctx, j.UID, func(p catalog.Point) bool { return bytes.Equal(p.FileID, last.FileID) })
 		if err != nil {
 			return nil, catalog.SessionSecret{}, fmt.Errorf("the key of the previous point: %w", err)
 		}
-		prev = append(prev, &commonv1.SessionKey{KeyId: sec.KeyID, Secret: []byte(sec.Secret)})
 	}
-	sess, kb, err := s.sessionKey(j)
+	nk, err := s.sessionKey(ctx, j)
 	if err != nil {
 		return nil, catalog.SessionSecret{}, err
 	}
@@ -353,7 +427,7 @@ func (s *Server) runBackup(ctx context.Context, ls *liveSession, j catalog.Job, 
 	}
 	stream, err := c.Backup(ctx, &sourcev1.BackupRequest{
 		SessionId: ls.sess.ID, Repository: j.Repository, Backup: j.Name, Path: j.Path, BlockSize: j.BlockSize,
-		Compression: comp, CompressionLevel: int32(j.CompressionLevel), Key: protoKey(sess), KeyTable: kb,
+		Compression: comp, CompressionLevel: int32(j.CompressionLevel), Key: protoKey(nk.sess), KeyTable: nk.keyTable,
 		PreviousKeys: prev, NewChain: j.NewChainPending || full, FileId: fileID[:], AllowUnencrypted: j.Encryption == encNone,
 	})
 	if err != nil {
@@ -381,7 +455,8 @@ func (s *Server) runBackup(ctx context.Context, ls *liveSession, j catalog.Job, 
 	ls.point = final.Point
 	ls.sess.Sequence = final.Point.Sequence
 	ls.mu.Unlock()
-	return s.pointRecord(j, final.Point, a.Name, j.Repository), secretRecord(fileID[:], sess), nil
+	pt := s.pointRecord(j, final.Point, a.Name, j.Repository)
+	return pt, s.withKey(pt, j, nk), nil
 }
 
 func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, full bool) (*catalog.Point, catalog.SessionSecret, error) {
@@ -430,23 +505,10 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 			}
 		}
 	}
-	var srcKeys []*commonv1.SessionKey
-	secrets, err := s.store.ListSessionSecrets(from.UID)
+	srcKeys, err := s.secretsOf(ctx, from.UID, func(sp catalog.Point) bool { return bytes.Equal(sp.ChainID, p.ChainID) })
 	if err != nil {
-		return nil, none, err
+		return nil, none, fmt.Errorf("the keys of the source backup: %w", err)
 	}
-	inChain := map[string]bool{}
-	for _, sp := range srcPts {
-		if bytes.Equal(sp.ChainID, p.ChainID) {
-			inChain[string(sp.FileID)] = true
-		}
-	}
-	for _, sec := range secrets {
-		if inChain[string(sec.FileID)] {
-			srcKeys = append(srcKeys, &commonv1.SessionKey{KeyId: sec.KeyID, Secret: []byte(sec.Secret)})
-		}
-	}
-
 	fileID := newFileID()
 	backupID := j.BackupID
 	if len(backupID) == 0 {
@@ -463,11 +525,11 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 		c := newFileID()
 		req.ChainId, req.Sequence = c[:], 1
 	}
-	sess, kb, err := s.sessionKey(j)
+	nk, err := s.sessionKey(ctx, j)
 	if err != nil {
 		return nil, none, err
 	}
-	req.Key, req.KeyTable = protoKey(sess), kb
+	req.Key, req.KeyTable = protoKey(nk.sess), nk.keyTable
 	g := &targetv1.Grant{
 		SessionId: ls.sess.ID, Job: j.Name, Repository: j.ToRepository, Backup: j.Name, BackupId: backupID,
 		ChainId: req.ChainId, FileId: fileID[:], Sequence: req.Sequence, SourceAgent: src.Name,
@@ -522,7 +584,7 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 	ls.mu.Unlock()
 	pt := s.pointRecord(j, final.Point, tgt.Name, j.ToRepository)
 	pt.SourceFileID = p.FileID
-	return pt, secretRecord(fileID[:], sess), nil
+	return pt, s.withKey(pt, j, nk), nil
 }
 
 // ListSessions lists sessions, of one job or all, newest first.
@@ -691,7 +753,7 @@ func (s *Server) Restore(ctx context.Context, req *controllerv1.RestoreRequest) 
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	ks, err := s.secretsOf(j.UID)
+	ks, err := s.secretsOf(ctx, j.UID, nil)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -745,7 +807,7 @@ func (s *Server) Verify(ctx context.Context, req *controllerv1.VerifyRequest) (*
 	}
 	var ks []*commonv1.SessionKey
 	if !req.Keyless {
-		if ks, err = s.secretsOf(j.UID); err != nil {
+		if ks, err = s.secretsOf(ctx, j.UID, nil); err != nil {
 			return nil, toStatus(err)
 		}
 	}

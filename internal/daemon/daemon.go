@@ -21,6 +21,7 @@ import (
 	sourcev1 "github.com/ferrybackup/ferry/internal/gen/ferry/source/v1"
 	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
 	"github.com/ferrybackup/ferry/internal/keys"
+	"github.com/ferrybackup/ferry/internal/kms"
 	"github.com/ferrybackup/ferry/internal/pki"
 	"github.com/ferrybackup/ferry/internal/repo"
 )
@@ -132,6 +133,36 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 	return s, nil
 }
 
+// vaultClient connects to Vault Transit as the controller's vault block
+// says; without a block it uses VAULT_ADDR and VAULT_TOKEN when both are
+// set (as `controller dev` does), and otherwise KMS jobs are unavailable.
+func vaultClient(v *config.Vault, log hclog.Logger) (*kms.Transit, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if v == nil {
+		if os.Getenv("VAULT_ADDR") == "" || os.Getenv("VAULT_TOKEN") == "" {
+			return nil, nil
+		}
+		t, err := kms.New(ctx, kms.Config{Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		log.Info("KMS jobs use Vault Transit from the environment", "vault", t.Address(), "mount", t.Mount())
+		return t, nil
+	}
+	kc := kms.Config{Address: v.Address, Namespace: v.Namespace, Mount: v.Mount, TokenFile: v.TokenFile,
+		CACert: v.CAFile, ClientCert: v.ClientCertFile, ClientKey: v.ClientKeyFile, Logger: log}
+	if v.AppRole != nil {
+		kc.AppRoleID, kc.AppSecretFile = v.AppRole.RoleID, v.AppRole.SecretIDFile
+	}
+	t, err := kms.New(ctx, kc)
+	if err != nil {
+		return nil, fmt.Errorf("vault: %w", err)
+	}
+	log.Info("KMS jobs use Vault Transit", "vault", t.Address(), "mount", t.Mount())
+	return t, nil
+}
+
 // StartController starts the controller from its configuration. kdf
 // overrides the Argon2id parameters of new password keys (tests).
 func StartController(cfg *config.Controller, logOut io.Writer, kdf keys.KDFParams) (*Server, *controller.Server, error) {
@@ -147,7 +178,11 @@ func StartController(cfg *config.Controller, logOut io.Writer, kdf keys.KDFParam
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("state dir: %w", err)
 	}
-	c, err := controller.New(controller.Options{StateDir: cfg.StateDir, Cert: cert, Roots: roots, GrantTTL: cfg.GrantTTLDuration, KDF: kdf, Logger: log})
+	transit, err := vaultClient(cfg.Vault, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := controller.New(controller.Options{StateDir: cfg.StateDir, Cert: cert, Roots: roots, GrantTTL: cfg.GrantTTLDuration, KDF: kdf, Logger: log, Transit: transit})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/ferrybackup/ferry/internal/config"
 	"github.com/ferrybackup/ferry/internal/keys"
@@ -23,6 +24,7 @@ type DevEnv struct {
 	CACert     string
 	ClientCert string
 	ClientKey  string
+	stopOnce   sync.Once
 }
 
 // Exports are the lines to paste into a shell to use the dev controller.
@@ -31,11 +33,13 @@ func (e *DevEnv) Exports() string {
 		e.Controller.Addr, e.CACert, e.ClientCert, e.ClientKey)
 }
 
-// Stop stops the three daemons, controller first.
+// Stop stops the three daemons, controller first. It may be called again.
 func (e *DevEnv) Stop() {
-	e.Controller.Stop()
-	e.Source.Stop()
-	e.Target.Stop()
+	e.stopOnce.Do(func() {
+		e.Controller.Stop()
+		e.Source.Stop()
+		e.Target.Stop()
+	})
 }
 
 // issueOnce issues a certificate unless it exists already.

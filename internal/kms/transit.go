@@ -289,3 +289,12 @@ func (t *Transit) batch(ctx context.Context, op, name string, batch []map[string
 	}
 	return out, nil
 }
+
+// Mount is the Transit mount path.
+func (t *Transit) Mount() string { return t.mount }
+
+// Namespace is the Vault namespace, "" for none.
+func (t *Transit) Namespace() string { return t.c.Namespace() }
+
+// Address is the Vault address, for messages.
+func (t *Transit) Address() string { return t.c.Address() }

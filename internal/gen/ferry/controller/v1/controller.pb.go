@@ -423,8 +423,12 @@ type JobSpec struct {
 	BlockSize        uint32            `protobuf:"varint,14,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
 	Compression      v1.Compression    `protobuf:"varint,15,opt,name=compression,proto3,enum=ferry.common.v1.Compression" json:"compression,omitempty"`
 	CompressionLevel int32             `protobuf:"varint,16,opt,name=compression_level,json=compressionLevel,proto3" json:"compression_level,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// KMS encryption: the Vault Transit key that wraps session secrets, and
+	// its type when the controller creates it (aes256-gcm96 or rsa-4096).
+	KmsKey        string `protobuf:"bytes,17,opt,name=kms_key,json=kmsKey,proto3" json:"kms_key,omitempty"`
+	KmsKeyType    string `protobuf:"bytes,18,opt,name=kms_key_type,json=kmsKeyType,proto3" json:"kms_key_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -567,6 +571,20 @@ func (x *JobSpec) GetCompressionLevel() int32 {
 		return x.CompressionLevel
 	}
 	return 0
+}
+
+func (x *JobSpec) GetKmsKey() string {
+	if x != nil {
+		return x.KmsKey
+	}
+	return ""
+}
+
+func (x *JobSpec) GetKmsKeyType() string {
+	if x != nil {
+		return x.KmsKeyType
+	}
+	return ""
 }
 
 // Job is a job as the controller reports it.
@@ -1827,7 +1845,7 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x05agent\x18\x01 \x01(\v2\x1a.ferry.controller.v1.AgentR\x05agent\"\x13\n" +
 	"\x11ListAgentsRequest\"H\n" +
 	"\x12ListAgentsResponse\x122\n" +
-	"\x06agents\x18\x01 \x03(\v2\x1a.ferry.controller.v1.AgentR\x06agents\"\xca\x04\n" +
+	"\x06agents\x18\x01 \x03(\v2\x1a.ferry.controller.v1.AgentR\x06agents\"\x85\x05\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1c.ferry.controller.v1.JobKindR\x04kind\x12\x14\n" +
@@ -1851,7 +1869,10 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\n" +
 	"block_size\x18\x0e \x01(\rR\tblockSize\x12>\n" +
 	"\vcompression\x18\x0f \x01(\x0e2\x1c.ferry.common.v1.CompressionR\vcompression\x12+\n" +
-	"\x11compression_level\x18\x10 \x01(\x05R\x10compressionLevel\"\xc2\x01\n" +
+	"\x11compression_level\x18\x10 \x01(\x05R\x10compressionLevel\x12\x17\n" +
+	"\akms_key\x18\x11 \x01(\tR\x06kmsKey\x12 \n" +
+	"\fkms_key_type\x18\x12 \x01(\tR\n" +
+	"kmsKeyType\"\xc2\x01\n" +
 	"\x03Job\x120\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1c.ferry.controller.v1.JobSpecR\x04spec\x12!\n" +
 	"\fcreated_unix\x18\x02 \x01(\x03R\vcreatedUnix\x12!\n" +

@@ -1,0 +1,156 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferrybackup/ferry/internal/backup"
+	"github.com/ferrybackup/ferry/internal/catalog"
+	"github.com/ferrybackup/ferry/internal/datagen"
+	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
+	controllerv1 "github.com/ferrybackup/ferry/internal/gen/ferry/controller/v1"
+	"github.com/ferrybackup/ferry/internal/keyring"
+	"github.com/ferrybackup/ferry/internal/keys"
+	"github.com/ferrybackup/ferry/internal/kms"
+	"github.com/ferrybackup/ferry/internal/repo"
+	"github.com/ferrybackup/ferry/internal/transittest"
+)
+
+// runJobResult runs a job to its end and returns the last session state.
+func runJobResult(t *testing.T, c controllerv1.ControllerServiceClient, name string) *controllerv1.Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	stream, err := c.RunJob(ctx, &controllerv1.RunJobRequest{Name: name, Wait: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *controllerv1.Session
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			return last
+		}
+		if err != nil {
+			t.Fatalf("run %s: %v", name, err)
+		}
+		last = resp.Session
+	}
+}
+
+// TestKMSBackupAndCopy: a backup job and a copy job whose session secrets
+// Vault Transit wraps (an AES and an RSA key), full and incremental,
+// restored and verified through the controller; the catalog keeps no
+// unwrapped secret of theirs; a sealed Vault fails the session before
+// anything is committed, with an error that says so.
+func TestKMSBackupAndCopy(t *testing.T) {
+	vault := transittest.NewTest(t, transittest.Options{})
+	t.Setenv("VAULT_ADDR", vault.URL())
+	t.Setenv("VAULT_TOKEN", vault.RootToken())
+	ctx := context.Background()
+	dir := t.TempDir()
+	env, err := StartDev(ctx, dir, logWriter{t}, keys.TestKDF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	c := devClient(t, env)
+	src := filepath.Join(t.TempDir(), "site")
+	if err := datagen.Tree(src, 4, datagen.TreeOptions{Size: 16 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	kmsJob := func(spec *controllerv1.JobSpec, key, typ string) {
+		spec.Encryption, spec.KmsKey, spec.KmsKeyType = commonv1.EncryptionMode_ENCRYPTION_MODE_KMS, key, typ
+		if _, err := c.CreateJob(ctx, &controllerv1.CreateJobRequest{Spec: spec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kmsJob(&controllerv1.JobSpec{Name: "site", Kind: controllerv1.JobKind_JOB_KIND_BACKUP, Agent: "source", Repository: "local", Path: src, BlockSize: 256 << 10}, "ferry-site", "aes256-gcm96")
+	kmsJob(&controllerv1.JobSpec{Name: "offsite", Kind: controllerv1.JobKind_JOB_KIND_COPY, FromAgent: "source", FromRepository: "local", FromJob: "site",
+		ToAgent: "target", ToRepository: "local"}, "ferry-offsite", "rsa-4096")
+
+	for round := range 2 {
+		if round == 1 {
+			if _, err := datagen.MutateTree(src, 8); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, j := range []string{"site", "offsite"} {
+			if s := runJobResult(t, c, j); s.Result != controllerv1.SessionResult_SESSION_RESULT_SUCCESS {
+				t.Fatalf("round %d, job %s: %v", round, j, s.Error)
+			}
+		}
+	}
+	pts, err := c.ListPoints(ctx, &controllerv1.ListPointsRequest{Job: "offsite"})
+	if err != nil || len(pts.Points) != 2 {
+		t.Fatalf("points: %v %v", pts, err)
+	}
+	for _, p := range pts.Points {
+		if len(p.KeyRefs) != 1 || !strings.HasPrefix(p.KeyRefs[0], "kms transit/ferry-offsite v1") {
+			t.Fatalf("key reference %v", p.KeyRefs)
+		}
+	}
+	to := filepath.Join(t.TempDir(), "restored")
+	if _, err := c.Restore(ctx, &controllerv1.RestoreRequest{Job: "offsite", Agent: "target", Path: to}); err != nil {
+		t.Fatal(err)
+	}
+	datagen.SameTree(t, src, to)
+	if v, err := c.Verify(ctx, &controllerv1.VerifyRequest{Job: "offsite"}); err != nil || len(v.Problems) > 0 {
+		t.Fatalf("verify: %v %v", v, err)
+	}
+
+	// The copies open with nothing but the target's repository and Vault;
+	// without Vault they do not open at all.
+	tr, err := repo.Open(filepath.Join(dir, "target", "repos", "local"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backup.Restore(ctx, tr, "offsite", filepath.Join(t.TempDir(), "x"), backup.RestoreOptions{}); !errors.Is(err, keyring.ErrNeedKey) || !strings.Contains(err.Error(), "ferry-offsite") {
+		t.Fatalf("restore without Vault: %v", err)
+	}
+	vc, err := kms.New(ctx, kms.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	to2 := filepath.Join(t.TempDir(), "offline")
+	if _, err := backup.Restore(ctx, tr, "offsite", to2, backup.RestoreOptions{Keys: keyring.New().WithTransit(vc)}); err != nil {
+		t.Fatalf("offline restore through Vault: %v", err)
+	}
+	datagen.SameTree(t, src, to2)
+
+	// Vault sealed: the session fails and says so; nothing is committed.
+	vault.Seal()
+	s := runJobResult(t, c, "site")
+	if s.Result != controllerv1.SessionResult_SESSION_RESULT_FAILED || !strings.Contains(s.Error, "sealed") || !strings.Contains(s.Error, vault.URL()) {
+		t.Fatalf("session with Vault sealed: %v %q", s.Result, s.Error)
+	}
+	after, _ := c.ListPoints(ctx, &controllerv1.ListPointsRequest{Job: "site"})
+	if len(after.Points) != 2 {
+		t.Fatalf("a session with Vault sealed committed a point: %d points", len(after.Points))
+	}
+	vault.Unseal()
+
+	// The catalog holds no unwrapped session secret of KMS jobs.
+	env.Stop()
+	store, err := catalog.Open(filepath.Join(dir, "controller"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for _, name := range []string{"site", "offsite"} {
+		j, err := store.GetJob(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ss, err := store.ListSessionSecrets(j.UID); err != nil || len(ss) != 0 {
+			t.Fatalf("job %s: %d session secrets kept in the catalog (%v)", name, len(ss), err)
+		}
+	}
+	_ = os.Getpid
+}
