@@ -44,7 +44,7 @@ func readPassword(path string) ([]byte, error) {
 	return b, nil
 }
 
-func keyringFrom(files []string) (*keyring.Keyring, error) {
+func keyringFrom(files []string, recoveryFile string) (*keyring.Keyring, error) {
 	var pws [][]byte
 	for _, f := range files {
 		pw, err := readPassword(f)
@@ -54,6 +54,13 @@ func keyringFrom(files []string) (*keyring.Keyring, error) {
 		pws = append(pws, pw)
 	}
 	kr := keyring.New(pws...)
+	if recoveryFile != "" {
+		rk, err := readRecoveryKey(recoveryFile)
+		if err != nil {
+			return nil, err
+		}
+		kr.WithRecovery(rk)
+	}
 	// Points wrapped by Vault Transit open through the Vault of the
 	// standard environment, when it is set.
 	if os.Getenv("VAULT_ADDR") != "" && os.Getenv("VAULT_TOKEN") != "" {
@@ -174,8 +181,8 @@ func validBlock(b uint32) bool {
 
 func newOfflineRestoreCmd(e *env) *cobra.Command {
 	var (
-		repoDir, name, point, to string
-		pwFiles                  []string
+		repoDir, name, point, to, recoveryFile string
+		pwFiles                                []string
 	)
 	c := &cobra.Command{
 		Use:   "restore --repo DIR --backup NAME --to PATH",
@@ -189,7 +196,7 @@ complete. Give --password-file once per password the chain needs.`,
 		Example: `  controller offline restore --repo /srv/ferry --backup web --to /tmp/web-restored --password-file ~/.ferry-pw`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			kr, err := keyringFrom(pwFiles)
+			kr, err := keyringFrom(pwFiles, recoveryFile)
 			if err != nil {
 				return err
 			}
@@ -213,6 +220,7 @@ complete. Give --password-file once per password the chain needs.`,
 	f.StringVar(&point, "point", "", "point id or unique prefix (default: the latest point)")
 	f.StringVar(&to, "to", "", "where to restore")
 	f.StringArrayVar(&pwFiles, "password-file", nil, "file holding a password (repeat for chains with several)")
+	f.StringVar(&recoveryFile, "recovery-key", "", "the recovery private key (controller recovery init): opens points without password or Vault")
 	for _, n := range []string{"repo", "backup", "to"} {
 		c.MarkFlagRequired(n)
 	}
@@ -221,9 +229,9 @@ complete. Give --password-file once per password the chain needs.`,
 
 func newOfflineVerifyCmd(e *env) *cobra.Command {
 	var (
-		repoDir, name, point string
-		keyless              bool
-		pwFiles              []string
+		repoDir, name, point, recoveryFile string
+		keyless                            bool
+		pwFiles                            []string
 	)
 	c := &cobra.Command{
 		Use:   "verify --repo DIR --backup NAME",
@@ -236,7 +244,7 @@ Exit status 1 when anything is wrong; each problem names the file and offset.`,
 		Example: `  controller offline verify --repo /srv/ferry --backup web --keyless`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			kr, err := keyringFrom(pwFiles)
+			kr, err := keyringFrom(pwFiles, recoveryFile)
 			if err != nil {
 				return err
 			}
@@ -269,6 +277,7 @@ Exit status 1 when anything is wrong; each problem names the file and offset.`,
 	f.StringVar(&point, "point", "", "verify the chain up to this point (default: every chain)")
 	f.BoolVar(&keyless, "keyless", false, "check structure and checksums only; needs no password")
 	f.StringArrayVar(&pwFiles, "password-file", nil, "file holding a password (repeat for chains with several)")
+	f.StringVar(&recoveryFile, "recovery-key", "", "the recovery private key (controller recovery init): opens points without password or Vault")
 	for _, n := range []string{"repo", "backup"} {
 		c.MarkFlagRequired(n)
 	}

@@ -41,6 +41,9 @@ type Options struct {
 	// Transit wraps the session secrets of KMS jobs; nil when no Vault is
 	// configured.
 	Transit *kms.Transit
+	// Recovery, when set, also seals every new session secret, so that a
+	// point opens with the offline recovery key alone.
+	Recovery *keys.RecoveryPublic
 }
 
 // Server is the controller.

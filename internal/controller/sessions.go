@@ -275,6 +275,13 @@ func (s *Server) sessionKey(ctx context.Context, j catalog.Job) (newKey, error) 
 			return nk, err
 		}
 	}
+	if s.o.Recovery != nil {
+		sealed, err := s.o.Recovery.Seal(sess)
+		if err != nil {
+			return nk, err
+		}
+		kt.Entries = append(kt.Entries, format.KeyEntry{Secret: sess.ID(), Type: format.EntryRecovery, Data: sealed})
+	}
 	if nk.keyTable, err = format.MarshalKeyTable(&kt, format.KeyTableCapFor(&kt)); err != nil {
 		return nk, err
 	}

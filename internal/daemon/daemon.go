@@ -182,7 +182,15 @@ func StartController(cfg *config.Controller, logOut io.Writer, kdf keys.KDFParam
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := controller.New(controller.Options{StateDir: cfg.StateDir, Cert: cert, Roots: roots, GrantTTL: cfg.GrantTTLDuration, KDF: kdf, Logger: log, Transit: transit})
+	var recovery *keys.RecoveryPublic
+	if rk := cfg.RecoveryPublicKey; rk != "" {
+		if recovery, err = keys.ParseRecoveryPublic(rk); err != nil {
+			return nil, nil, fmt.Errorf("recovery_public_key: %w", err)
+		}
+		log.Info("sealing every new session secret to the recovery key too")
+	}
+	c, err := controller.New(controller.Options{StateDir: cfg.StateDir, Cert: cert, Roots: roots, GrantTTL: cfg.GrantTTLDuration, KDF: kdf, Logger: log,
+		Transit: transit, Recovery: recovery})
 	if err != nil {
 		return nil, nil, err
 	}

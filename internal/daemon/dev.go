@@ -112,7 +112,8 @@ func StartDev(ctx context.Context, dir string, logOut io.Writer, kdf keys.KDFPar
 		env.Source.Stop()
 		return nil, err
 	}
-	ccfg := &config.Controller{Listen: "127.0.0.1:0", StateDir: filepath.Join(dir, "controller"), LogLevel: "info", TLS: tlsOf("controller")}
+	ccfg := &config.Controller{Listen: "127.0.0.1:0", StateDir: filepath.Join(dir, "controller"), LogLevel: "info", TLS: tlsOf("controller"),
+		RecoveryPublicKey: os.Getenv("FERRY_RECOVERY_PUBLIC_KEY")}
 	ccfg.ApplyDefaults()
 	if err := ccfg.Validate(); err != nil {
 		env.Source.Stop()

@@ -27,6 +27,7 @@ type Transit interface {
 // Keyring holds the keys a user gave for opening files.
 type Keyring struct {
 	transit   Transit
+	recovery  *keys.RecoveryPrivate
 	passwords []*keys.PasswordCache
 	sessions  map[keys.KeyID]*keys.Session
 	wrappers  map[keys.KeyID]*keys.PasswordKey
@@ -41,6 +42,9 @@ func New(passwords ...[]byte) *Keyring {
 	return k
 }
 
+// WithRecovery lets the keyring open entries sealed to the recovery key.
+func (k *Keyring) WithRecovery(r *keys.RecoveryPrivate) *Keyring { k.recovery = r; return k }
+
 // WithTransit lets the keyring open entries wrapped by Vault Transit.
 func (k *Keyring) WithTransit(t Transit) *Keyring { k.transit = t; return k }
 
@@ -50,7 +54,7 @@ func (k *Keyring) AddSession(s *keys.Session) { k.sessions[s.ID()] = s }
 
 // Empty reports whether the keyring holds no key at all.
 func (k *Keyring) Empty() bool {
-	return len(k.passwords) == 0 && len(k.sessions) == 0 && k.transit == nil
+	return len(k.passwords) == 0 && len(k.sessions) == 0 && k.transit == nil && k.recovery == nil
 }
 
 // Session opens the session secret id of file f. The error names the file
@@ -62,6 +66,17 @@ func (k *Keyring) Session(f *format.File, id keys.KeyID) (*keys.Session, error) 
 	var hint string
 	tried := false
 	var transitErr error
+	if k.recovery != nil {
+		for _, e := range f.KeyTable.For(id) {
+			if e.Type != format.EntryRecovery {
+				continue
+			}
+			if s, err := k.recovery.Open(e.Data, id); err == nil {
+				k.sessions[id] = s
+				return s, nil
+			}
+		}
+	}
 	for _, e := range f.KeyTable.For(id) {
 		if e.Type == format.EntryTransit {
 			s, err := k.openTransit(f, e, id)
