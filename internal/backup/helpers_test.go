@@ -126,3 +126,7 @@ func openRepo(t *testing.T, dir string) *repo.Repo {
 	}
 	return r
 }
+
+func writeTestJournal(path string, off int64, section []byte) error {
+	return repo.WriteJournalForTest(path, off, section)
+}

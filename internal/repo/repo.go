@@ -146,6 +146,12 @@ func (r *Repo) Lock(name string) (*Lock, error) {
 		}
 		return nil, fmt.Errorf("lock backup %s: %w", name, err)
 	}
+	// A key table rewrite cut off by a crash is finished (or dropped)
+	// before anyone writes to the backup again.
+	if _, err := r.RecoverJournals(name); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock backup %s: %w", name, err)
+	}
 	return &Lock{f: f}, nil
 }
 
