@@ -94,7 +94,7 @@ func newRoot(e *env) *cobra.Command {
 		},
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newOfflineCmd(e), newServeCmd(e), newDevCmd(e), newRecoveryCmd(e))
+	root.AddCommand(newOfflineCmd(e), newServeCmd(e), newDevCmd(e), newRecoveryCmd(e), newKeyCmd(e))
 	root.AddCommand(newPKICmd(e))
 	root.AddCommand(newAgentCmd(e))
 	root.AddCommand(newJobCmd(e))

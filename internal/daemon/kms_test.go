@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/ferrybackup/ferry/internal/backup"
 	"github.com/ferrybackup/ferry/internal/catalog"
 	"github.com/ferrybackup/ferry/internal/datagen"
+	"github.com/ferrybackup/ferry/internal/format"
 	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
 	controllerv1 "github.com/ferrybackup/ferry/internal/gen/ferry/controller/v1"
 	"github.com/ferrybackup/ferry/internal/keyring"
@@ -123,6 +127,80 @@ func TestKMSBackupAndCopy(t *testing.T) {
 		t.Fatalf("offline restore through Vault: %v", err)
 	}
 	datagen.SameTree(t, src, to2)
+
+	// Rotate + rewrap: records byte-identical, key tables changed, every
+	// point restores, and the old wrapped form fails once Vault's
+	// min_decryption_version is raised.
+	files, _ := filepath.Glob(filepath.Join(dir, "target", "repos", "local", "backups", "offsite", "*", "*.ferry"))
+	if len(files) != 2 {
+		t.Fatalf("files: %v", files)
+	}
+	type split struct{ outside, table []byte }
+	cut := func(path string) split {
+		f, fd, err := format.OpenPath(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd.Close()
+		b, _ := os.ReadFile(path)
+		return split{append(append([]byte(nil), b[:f.KeyTableOffset]...), b[f.Footer.RecordsOffset:]...), append([]byte(nil), b[f.KeyTableOffset:f.Footer.RecordsOffset]...)}
+	}
+	before := map[string]split{}
+	var oldWrapped []string
+	for _, path := range files {
+		before[path] = cut(path)
+		f, fd, _ := format.OpenPath(path)
+		fd.Close()
+		for _, e := range f.KeyTable.Entries {
+			if e.Type == format.EntryTransit {
+				te, _ := keys.ParseTransitEntry(e.Data)
+				oldWrapped = append(oldWrapped, te.Ciphertext)
+			}
+		}
+	}
+	if _, err := c.RotateKey(ctx, &controllerv1.RotateKeyRequest{Job: "offsite"}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := c.RewrapKeys(ctx, &controllerv1.RewrapKeysRequest{Job: "offsite"}); err != nil || r.Files != 2 {
+		t.Fatalf("rewrap: %v %v", r, err)
+	}
+	for _, path := range files {
+		now := cut(path)
+		if !bytes.Equal(now.outside, before[path].outside) {
+			t.Fatalf("%s: bytes outside the key table changed in a rewrap", path)
+		}
+		if bytes.Equal(now.table, before[path].table) {
+			t.Fatalf("%s: the key table did not change", path)
+		}
+	}
+	vc0, err := kms.New(ctx, kms.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vc0.Unwrap(ctx, "ferry-offsite", oldWrapped); err != nil {
+		t.Fatalf("before min_decryption_version the old form still unwraps: %v", err)
+	}
+	vapi, err := api.NewClient(&api.Config{Address: vault.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vapi.SetToken(vault.RootToken())
+	if _, err := vapi.Logical().Write("transit/keys/ferry-offsite/config", map[string]any{"min_decryption_version": 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vc0.Unwrap(ctx, "ferry-offsite", oldWrapped); !errors.Is(err, kms.ErrTooOld) {
+		t.Fatalf("the old wrapped form unwraps after min_decryption_version: %v", err)
+	}
+	pts, _ = c.ListPoints(ctx, &controllerv1.ListPointsRequest{Job: "offsite"})
+	for _, p := range pts.Points {
+		if !strings.Contains(p.KeyRefs[0], " v2") {
+			t.Fatalf("point still refers to %v", p.KeyRefs)
+		}
+		to := filepath.Join(t.TempDir(), "after-rewrap")
+		if _, err := c.Restore(ctx, &controllerv1.RestoreRequest{Job: "offsite", PointId: p.FileId, Agent: "target", Path: to}); err != nil {
+			t.Fatalf("restore after rewrap: %v", err)
+		}
+	}
 
 	// Vault sealed: the session fails and says so; nothing is committed.
 	vault.Seal()

@@ -462,6 +462,60 @@ func (x *SessionStats) GetDurationNanos() int64 {
 	return 0
 }
 
+// FileKeyTable is the key table section of one backup file: wrapped
+// secrets only, never an unwrapped one.
+type FileKeyTable struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        []byte                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	KeyTable      []byte                 `protobuf:"bytes,2,opt,name=key_table,json=keyTable,proto3" json:"key_table,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileKeyTable) Reset() {
+	*x = FileKeyTable{}
+	mi := &file_ferry_common_v1_common_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileKeyTable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileKeyTable) ProtoMessage() {}
+
+func (x *FileKeyTable) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_common_v1_common_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileKeyTable.ProtoReflect.Descriptor instead.
+func (*FileKeyTable) Descriptor() ([]byte, []int) {
+	return file_ferry_common_v1_common_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *FileKeyTable) GetFileId() []byte {
+	if x != nil {
+		return x.FileId
+	}
+	return nil
+}
+
+func (x *FileKeyTable) GetKeyTable() []byte {
+	if x != nil {
+		return x.KeyTable
+	}
+	return nil
+}
+
 var File_ferry_common_v1_common_proto protoreflect.FileDescriptor
 
 const file_ferry_common_v1_common_proto_rawDesc = "" +
@@ -497,7 +551,10 @@ const file_ferry_common_v1_common_proto_rawDesc = "" +
 	"bytes_sent\x18\x02 \x01(\x03R\tbytesSent\x12#\n" +
 	"\rbytes_written\x18\x03 \x01(\x03R\fbytesWritten\x12\x18\n" +
 	"\arecords\x18\x04 \x01(\x03R\arecords\x12%\n" +
-	"\x0eduration_nanos\x18\x05 \x01(\x03R\rdurationNanos*\x82\x01\n" +
+	"\x0eduration_nanos\x18\x05 \x01(\x03R\rdurationNanos\"D\n" +
+	"\fFileKeyTable\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\fR\x06fileId\x12\x1b\n" +
+	"\tkey_table\x18\x02 \x01(\fR\bkeyTable*\x82\x01\n" +
 	"\x0eEncryptionMode\x12\x1f\n" +
 	"\x1bENCRYPTION_MODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ENCRYPTION_MODE_NONE\x10\x01\x12\x1c\n" +
@@ -526,7 +583,7 @@ func file_ferry_common_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_common_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ferry_common_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_ferry_common_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_ferry_common_v1_common_proto_goTypes = []any{
 	(EncryptionMode)(0),  // 0: ferry.common.v1.EncryptionMode
 	(Compression)(0),     // 1: ferry.common.v1.Compression
@@ -534,6 +591,7 @@ var file_ferry_common_v1_common_proto_goTypes = []any{
 	(*Point)(nil),        // 3: ferry.common.v1.Point
 	(*SessionKey)(nil),   // 4: ferry.common.v1.SessionKey
 	(*SessionStats)(nil), // 5: ferry.common.v1.SessionStats
+	(*FileKeyTable)(nil), // 6: ferry.common.v1.FileKeyTable
 }
 var file_ferry_common_v1_common_proto_depIdxs = []int32{
 	2, // 0: ferry.common.v1.Point.kind:type_name -> ferry.common.v1.PointKind
@@ -555,7 +613,7 @@ func file_ferry_common_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_common_v1_common_proto_rawDesc), len(file_ferry_common_v1_common_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

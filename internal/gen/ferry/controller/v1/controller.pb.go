@@ -1830,6 +1830,182 @@ func (x *VerifyResponse) GetProblems() []string {
 	return nil
 }
 
+type RotateKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeyRequest) Reset() {
+	*x = RotateKeyRequest{}
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyRequest) ProtoMessage() {}
+
+func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_controller_v1_controller_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RotateKeyRequest) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+type RotateKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeyResponse) Reset() {
+	*x = RotateKeyResponse{}
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyResponse) ProtoMessage() {}
+
+func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_controller_v1_controller_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RotateKeyResponse) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type RewrapKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RewrapKeysRequest) Reset() {
+	*x = RewrapKeysRequest{}
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RewrapKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RewrapKeysRequest) ProtoMessage() {}
+
+func (x *RewrapKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RewrapKeysRequest.ProtoReflect.Descriptor instead.
+func (*RewrapKeysRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_controller_v1_controller_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RewrapKeysRequest) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+type RewrapKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         int64                  `protobuf:"varint,1,opt,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RewrapKeysResponse) Reset() {
+	*x = RewrapKeysResponse{}
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RewrapKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RewrapKeysResponse) ProtoMessage() {}
+
+func (x *RewrapKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RewrapKeysResponse.ProtoReflect.Descriptor instead.
+func (*RewrapKeysResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_controller_v1_controller_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RewrapKeysResponse) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
 var File_ferry_controller_v1_controller_proto protoreflect.FileDescriptor
 
 const file_ferry_controller_v1_controller_proto_rawDesc = "" +
@@ -1946,7 +2122,15 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x05files\x18\x01 \x01(\x03R\x05files\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x03R\arecords\x12\x14\n" +
 	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x1a\n" +
-	"\bproblems\x18\x04 \x03(\tR\bproblems*U\n" +
+	"\bproblems\x18\x04 \x03(\tR\bproblems\"$\n" +
+	"\x10RotateKeyRequest\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\"%\n" +
+	"\x11RotateKeyResponse\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"%\n" +
+	"\x11RewrapKeysRequest\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\"*\n" +
+	"\x12RewrapKeysResponse\x12\x14\n" +
+	"\x05files\x18\x01 \x01(\x03R\x05files*U\n" +
 	"\tAgentRole\x12\x1a\n" +
 	"\x16AGENT_ROLE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11AGENT_ROLE_SOURCE\x10\x01\x12\x15\n" +
@@ -1959,7 +2143,8 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x1aSESSION_RESULT_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SESSION_RESULT_RUNNING\x10\x01\x12\x1a\n" +
 	"\x16SESSION_RESULT_SUCCESS\x10\x02\x12\x19\n" +
-	"\x15SESSION_RESULT_FAILED\x10\x032\xac\t\n" +
+	"\x15SESSION_RESULT_FAILED\x10\x032\xe7\n" +
+	"\n" +
 	"\x11ControllerService\x12W\n" +
 	"\bAddAgent\x12$.ferry.controller.v1.AddAgentRequest\x1a%.ferry.controller.v1.AddAgentResponse\x12]\n" +
 	"\n" +
@@ -1976,7 +2161,10 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\n" +
 	"ListPoints\x12&.ferry.controller.v1.ListPointsRequest\x1a'.ferry.controller.v1.ListPointsResponse\x12T\n" +
 	"\aRestore\x12#.ferry.controller.v1.RestoreRequest\x1a$.ferry.controller.v1.RestoreResponse\x12Q\n" +
-	"\x06Verify\x12\".ferry.controller.v1.VerifyRequest\x1a#.ferry.controller.v1.VerifyResponseB\xe4\x01\n" +
+	"\x06Verify\x12\".ferry.controller.v1.VerifyRequest\x1a#.ferry.controller.v1.VerifyResponse\x12Z\n" +
+	"\tRotateKey\x12%.ferry.controller.v1.RotateKeyRequest\x1a&.ferry.controller.v1.RotateKeyResponse\x12]\n" +
+	"\n" +
+	"RewrapKeys\x12&.ferry.controller.v1.RewrapKeysRequest\x1a'.ferry.controller.v1.RewrapKeysResponseB\xe4\x01\n" +
 	"\x17com.ferry.controller.v1B\x0fControllerProtoP\x01ZJgithub.com/ferrybackup/ferry/internal/gen/ferry/controller/v1;controllerv1\xa2\x02\x03FCX\xaa\x02\x13Ferry.Controller.V1\xca\x02\x13Ferry\\Controller\\V1\xe2\x02\x1fFerry\\Controller\\V1\\GPBMetadata\xea\x02\x15Ferry::Controller::V1b\x06proto3"
 
 var (
@@ -1992,7 +2180,7 @@ func file_ferry_controller_v1_controller_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_controller_v1_controller_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ferry_controller_v1_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_ferry_controller_v1_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_ferry_controller_v1_controller_proto_goTypes = []any{
 	(AgentRole)(0),               // 0: ferry.controller.v1.AgentRole
 	(JobKind)(0),                 // 1: ferry.controller.v1.JobKind
@@ -2027,10 +2215,14 @@ var file_ferry_controller_v1_controller_proto_goTypes = []any{
 	(*RestoreResponse)(nil),      // 30: ferry.controller.v1.RestoreResponse
 	(*VerifyRequest)(nil),        // 31: ferry.controller.v1.VerifyRequest
 	(*VerifyResponse)(nil),       // 32: ferry.controller.v1.VerifyResponse
-	(v1.EncryptionMode)(0),       // 33: ferry.common.v1.EncryptionMode
-	(v1.Compression)(0),          // 34: ferry.common.v1.Compression
-	(*v1.SessionStats)(nil),      // 35: ferry.common.v1.SessionStats
-	(*v1.Point)(nil),             // 36: ferry.common.v1.Point
+	(*RotateKeyRequest)(nil),     // 33: ferry.controller.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),    // 34: ferry.controller.v1.RotateKeyResponse
+	(*RewrapKeysRequest)(nil),    // 35: ferry.controller.v1.RewrapKeysRequest
+	(*RewrapKeysResponse)(nil),   // 36: ferry.controller.v1.RewrapKeysResponse
+	(v1.EncryptionMode)(0),       // 37: ferry.common.v1.EncryptionMode
+	(v1.Compression)(0),          // 38: ferry.common.v1.Compression
+	(*v1.SessionStats)(nil),      // 39: ferry.common.v1.SessionStats
+	(*v1.Point)(nil),             // 40: ferry.common.v1.Point
 }
 var file_ferry_controller_v1_controller_proto_depIdxs = []int32{
 	0,  // 0: ferry.controller.v1.Agent.role:type_name -> ferry.controller.v1.AgentRole
@@ -2038,8 +2230,8 @@ var file_ferry_controller_v1_controller_proto_depIdxs = []int32{
 	3,  // 2: ferry.controller.v1.AddAgentResponse.agent:type_name -> ferry.controller.v1.Agent
 	3,  // 3: ferry.controller.v1.ListAgentsResponse.agents:type_name -> ferry.controller.v1.Agent
 	1,  // 4: ferry.controller.v1.JobSpec.kind:type_name -> ferry.controller.v1.JobKind
-	33, // 5: ferry.controller.v1.JobSpec.encryption:type_name -> ferry.common.v1.EncryptionMode
-	34, // 6: ferry.controller.v1.JobSpec.compression:type_name -> ferry.common.v1.Compression
+	37, // 5: ferry.controller.v1.JobSpec.encryption:type_name -> ferry.common.v1.EncryptionMode
+	38, // 6: ferry.controller.v1.JobSpec.compression:type_name -> ferry.common.v1.Compression
 	8,  // 7: ferry.controller.v1.Job.spec:type_name -> ferry.controller.v1.JobSpec
 	2,  // 8: ferry.controller.v1.Job.last_result:type_name -> ferry.controller.v1.SessionResult
 	8,  // 9: ferry.controller.v1.CreateJobRequest.spec:type_name -> ferry.controller.v1.JobSpec
@@ -2051,11 +2243,11 @@ var file_ferry_controller_v1_controller_proto_depIdxs = []int32{
 	22, // 15: ferry.controller.v1.RunJobResponse.session:type_name -> ferry.controller.v1.Session
 	1,  // 16: ferry.controller.v1.Session.kind:type_name -> ferry.controller.v1.JobKind
 	2,  // 17: ferry.controller.v1.Session.result:type_name -> ferry.controller.v1.SessionResult
-	35, // 18: ferry.controller.v1.Session.stats:type_name -> ferry.common.v1.SessionStats
-	36, // 19: ferry.controller.v1.Session.point:type_name -> ferry.common.v1.Point
+	39, // 18: ferry.controller.v1.Session.stats:type_name -> ferry.common.v1.SessionStats
+	40, // 19: ferry.controller.v1.Session.point:type_name -> ferry.common.v1.Point
 	22, // 20: ferry.controller.v1.ListSessionsResponse.sessions:type_name -> ferry.controller.v1.Session
 	22, // 21: ferry.controller.v1.GetSessionResponse.session:type_name -> ferry.controller.v1.Session
-	36, // 22: ferry.controller.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
+	40, // 22: ferry.controller.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
 	4,  // 23: ferry.controller.v1.ControllerService.AddAgent:input_type -> ferry.controller.v1.AddAgentRequest
 	6,  // 24: ferry.controller.v1.ControllerService.ListAgents:input_type -> ferry.controller.v1.ListAgentsRequest
 	10, // 25: ferry.controller.v1.ControllerService.CreateJob:input_type -> ferry.controller.v1.CreateJobRequest
@@ -2069,21 +2261,25 @@ var file_ferry_controller_v1_controller_proto_depIdxs = []int32{
 	27, // 33: ferry.controller.v1.ControllerService.ListPoints:input_type -> ferry.controller.v1.ListPointsRequest
 	29, // 34: ferry.controller.v1.ControllerService.Restore:input_type -> ferry.controller.v1.RestoreRequest
 	31, // 35: ferry.controller.v1.ControllerService.Verify:input_type -> ferry.controller.v1.VerifyRequest
-	5,  // 36: ferry.controller.v1.ControllerService.AddAgent:output_type -> ferry.controller.v1.AddAgentResponse
-	7,  // 37: ferry.controller.v1.ControllerService.ListAgents:output_type -> ferry.controller.v1.ListAgentsResponse
-	11, // 38: ferry.controller.v1.ControllerService.CreateJob:output_type -> ferry.controller.v1.CreateJobResponse
-	13, // 39: ferry.controller.v1.ControllerService.UpdateJob:output_type -> ferry.controller.v1.UpdateJobResponse
-	15, // 40: ferry.controller.v1.ControllerService.GetJob:output_type -> ferry.controller.v1.GetJobResponse
-	17, // 41: ferry.controller.v1.ControllerService.ListJobs:output_type -> ferry.controller.v1.ListJobsResponse
-	19, // 42: ferry.controller.v1.ControllerService.DeleteJob:output_type -> ferry.controller.v1.DeleteJobResponse
-	21, // 43: ferry.controller.v1.ControllerService.RunJob:output_type -> ferry.controller.v1.RunJobResponse
-	24, // 44: ferry.controller.v1.ControllerService.ListSessions:output_type -> ferry.controller.v1.ListSessionsResponse
-	26, // 45: ferry.controller.v1.ControllerService.GetSession:output_type -> ferry.controller.v1.GetSessionResponse
-	28, // 46: ferry.controller.v1.ControllerService.ListPoints:output_type -> ferry.controller.v1.ListPointsResponse
-	30, // 47: ferry.controller.v1.ControllerService.Restore:output_type -> ferry.controller.v1.RestoreResponse
-	32, // 48: ferry.controller.v1.ControllerService.Verify:output_type -> ferry.controller.v1.VerifyResponse
-	36, // [36:49] is the sub-list for method output_type
-	23, // [23:36] is the sub-list for method input_type
+	33, // 36: ferry.controller.v1.ControllerService.RotateKey:input_type -> ferry.controller.v1.RotateKeyRequest
+	35, // 37: ferry.controller.v1.ControllerService.RewrapKeys:input_type -> ferry.controller.v1.RewrapKeysRequest
+	5,  // 38: ferry.controller.v1.ControllerService.AddAgent:output_type -> ferry.controller.v1.AddAgentResponse
+	7,  // 39: ferry.controller.v1.ControllerService.ListAgents:output_type -> ferry.controller.v1.ListAgentsResponse
+	11, // 40: ferry.controller.v1.ControllerService.CreateJob:output_type -> ferry.controller.v1.CreateJobResponse
+	13, // 41: ferry.controller.v1.ControllerService.UpdateJob:output_type -> ferry.controller.v1.UpdateJobResponse
+	15, // 42: ferry.controller.v1.ControllerService.GetJob:output_type -> ferry.controller.v1.GetJobResponse
+	17, // 43: ferry.controller.v1.ControllerService.ListJobs:output_type -> ferry.controller.v1.ListJobsResponse
+	19, // 44: ferry.controller.v1.ControllerService.DeleteJob:output_type -> ferry.controller.v1.DeleteJobResponse
+	21, // 45: ferry.controller.v1.ControllerService.RunJob:output_type -> ferry.controller.v1.RunJobResponse
+	24, // 46: ferry.controller.v1.ControllerService.ListSessions:output_type -> ferry.controller.v1.ListSessionsResponse
+	26, // 47: ferry.controller.v1.ControllerService.GetSession:output_type -> ferry.controller.v1.GetSessionResponse
+	28, // 48: ferry.controller.v1.ControllerService.ListPoints:output_type -> ferry.controller.v1.ListPointsResponse
+	30, // 49: ferry.controller.v1.ControllerService.Restore:output_type -> ferry.controller.v1.RestoreResponse
+	32, // 50: ferry.controller.v1.ControllerService.Verify:output_type -> ferry.controller.v1.VerifyResponse
+	34, // 51: ferry.controller.v1.ControllerService.RotateKey:output_type -> ferry.controller.v1.RotateKeyResponse
+	36, // 52: ferry.controller.v1.ControllerService.RewrapKeys:output_type -> ferry.controller.v1.RewrapKeysResponse
+	38, // [38:53] is the sub-list for method output_type
+	23, // [23:38] is the sub-list for method input_type
 	23, // [23:23] is the sub-list for extension type_name
 	23, // [23:23] is the sub-list for extension extendee
 	0,  // [0:23] is the sub-list for field type_name
@@ -2100,7 +2296,7 @@ func file_ferry_controller_v1_controller_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_controller_v1_controller_proto_rawDesc), len(file_ferry_controller_v1_controller_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   30,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,8 @@ const (
 	ControllerService_ListPoints_FullMethodName   = "/ferry.controller.v1.ControllerService/ListPoints"
 	ControllerService_Restore_FullMethodName      = "/ferry.controller.v1.ControllerService/Restore"
 	ControllerService_Verify_FullMethodName       = "/ferry.controller.v1.ControllerService/Verify"
+	ControllerService_RotateKey_FullMethodName    = "/ferry.controller.v1.ControllerService/RotateKey"
+	ControllerService_RewrapKeys_FullMethodName   = "/ferry.controller.v1.ControllerService/RewrapKeys"
 )
 
 // ControllerServiceClient is the client API for ControllerService service.
@@ -54,6 +56,12 @@ type ControllerServiceClient interface {
 	ListPoints(ctx context.Context, in *ListPointsRequest, opts ...grpc.CallOption) (*ListPointsResponse, error)
 	Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (*RestoreResponse, error)
 	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
+	// RotateKey adds a version to a KMS job's Transit key.
+	RotateKey(ctx context.Context, in *RotateKeyRequest, opts ...grpc.CallOption) (*RotateKeyResponse, error)
+	// RewrapKeys rewraps the session secret of every file of a job under the
+	// job's current key (latest Transit version, or current password),
+	// rewriting only the files' key tables.
+	RewrapKeys(ctx context.Context, in *RewrapKeysRequest, opts ...grpc.CallOption) (*RewrapKeysResponse, error)
 }
 
 type controllerServiceClient struct {
@@ -203,6 +211,26 @@ func (c *controllerServiceClient) Verify(ctx context.Context, in *VerifyRequest,
 	return out, nil
 }
 
+func (c *controllerServiceClient) RotateKey(ctx context.Context, in *RotateKeyRequest, opts ...grpc.CallOption) (*RotateKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateKeyResponse)
+	err := c.cc.Invoke(ctx, ControllerService_RotateKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controllerServiceClient) RewrapKeys(ctx context.Context, in *RewrapKeysRequest, opts ...grpc.CallOption) (*RewrapKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RewrapKeysResponse)
+	err := c.cc.Invoke(ctx, ControllerService_RewrapKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControllerServiceServer is the server API for ControllerService service.
 // All implementations must embed UnimplementedControllerServiceServer
 // for forward compatibility.
@@ -223,6 +251,12 @@ type ControllerServiceServer interface {
 	ListPoints(context.Context, *ListPointsRequest) (*ListPointsResponse, error)
 	Restore(context.Context, *RestoreRequest) (*RestoreResponse, error)
 	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
+	// RotateKey adds a version to a KMS job's Transit key.
+	RotateKey(context.Context, *RotateKeyRequest) (*RotateKeyResponse, error)
+	// RewrapKeys rewraps the session secret of every file of a job under the
+	// job's current key (latest Transit version, or current password),
+	// rewriting only the files' key tables.
+	RewrapKeys(context.Context, *RewrapKeysRequest) (*RewrapKeysResponse, error)
 	mustEmbedUnimplementedControllerServiceServer()
 }
 
@@ -271,6 +305,12 @@ func (UnimplementedControllerServiceServer) Restore(context.Context, *RestoreReq
 }
 func (UnimplementedControllerServiceServer) Verify(context.Context, *VerifyRequest) (*VerifyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
+}
+func (UnimplementedControllerServiceServer) RotateKey(context.Context, *RotateKeyRequest) (*RotateKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateKey not implemented")
+}
+func (UnimplementedControllerServiceServer) RewrapKeys(context.Context, *RewrapKeysRequest) (*RewrapKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RewrapKeys not implemented")
 }
 func (UnimplementedControllerServiceServer) mustEmbedUnimplementedControllerServiceServer() {}
 func (UnimplementedControllerServiceServer) testEmbeddedByValue()                           {}
@@ -520,6 +560,42 @@ func _ControllerService_Verify_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControllerService_RotateKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControllerServiceServer).RotateKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControllerService_RotateKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControllerServiceServer).RotateKey(ctx, req.(*RotateKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControllerService_RewrapKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RewrapKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControllerServiceServer).RewrapKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControllerService_RewrapKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControllerServiceServer).RewrapKeys(ctx, req.(*RewrapKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControllerService_ServiceDesc is the grpc.ServiceDesc for ControllerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -574,6 +650,14 @@ var ControllerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Verify",
 			Handler:    _ControllerService_Verify_Handler,
+		},
+		{
+			MethodName: "RotateKey",
+			Handler:    _ControllerService_RotateKey_Handler,
+		},
+		{
+			MethodName: "RewrapKeys",
+			Handler:    _ControllerService_RewrapKeys_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

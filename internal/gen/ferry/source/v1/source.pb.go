@@ -979,6 +979,206 @@ func (x *RestoreResponse) GetBytes() int64 {
 	return 0
 }
 
+type GetKeyTablesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeyTablesRequest) Reset() {
+	*x = GetKeyTablesRequest{}
+	mi := &file_ferry_source_v1_source_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeyTablesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeyTablesRequest) ProtoMessage() {}
+
+func (x *GetKeyTablesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_source_v1_source_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeyTablesRequest.ProtoReflect.Descriptor instead.
+func (*GetKeyTablesRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_source_v1_source_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetKeyTablesRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *GetKeyTablesRequest) GetBackup() string {
+	if x != nil {
+		return x.Backup
+	}
+	return ""
+}
+
+type GetKeyTablesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tables        []*v1.FileKeyTable     `protobuf:"bytes,1,rep,name=tables,proto3" json:"tables,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeyTablesResponse) Reset() {
+	*x = GetKeyTablesResponse{}
+	mi := &file_ferry_source_v1_source_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeyTablesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeyTablesResponse) ProtoMessage() {}
+
+func (x *GetKeyTablesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_source_v1_source_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeyTablesResponse.ProtoReflect.Descriptor instead.
+func (*GetKeyTablesResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_source_v1_source_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetKeyTablesResponse) GetTables() []*v1.FileKeyTable {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
+type RewriteKeyTablesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	Tables        []*v1.FileKeyTable     `protobuf:"bytes,3,rep,name=tables,proto3" json:"tables,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RewriteKeyTablesRequest) Reset() {
+	*x = RewriteKeyTablesRequest{}
+	mi := &file_ferry_source_v1_source_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RewriteKeyTablesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RewriteKeyTablesRequest) ProtoMessage() {}
+
+func (x *RewriteKeyTablesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_source_v1_source_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RewriteKeyTablesRequest.ProtoReflect.Descriptor instead.
+func (*RewriteKeyTablesRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_source_v1_source_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RewriteKeyTablesRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *RewriteKeyTablesRequest) GetBackup() string {
+	if x != nil {
+		return x.Backup
+	}
+	return ""
+}
+
+func (x *RewriteKeyTablesRequest) GetTables() []*v1.FileKeyTable {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
+type RewriteKeyTablesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         int64                  `protobuf:"varint,1,opt,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RewriteKeyTablesResponse) Reset() {
+	*x = RewriteKeyTablesResponse{}
+	mi := &file_ferry_source_v1_source_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RewriteKeyTablesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RewriteKeyTablesResponse) ProtoMessage() {}
+
+func (x *RewriteKeyTablesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_source_v1_source_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RewriteKeyTablesResponse.ProtoReflect.Descriptor instead.
+func (*RewriteKeyTablesResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_source_v1_source_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RewriteKeyTablesResponse) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
 var File_ferry_source_v1_source_proto protoreflect.FileDescriptor
 
 const file_ferry_source_v1_source_proto_rawDesc = "" +
@@ -1072,7 +1272,22 @@ const file_ferry_source_v1_source_proto_rawDesc = "" +
 	"\x04keys\x18\x05 \x03(\v2\x1b.ferry.common.v1.SessionKeyR\x04keys\"A\n" +
 	"\x0fRestoreResponse\x12\x18\n" +
 	"\aobjects\x18\x01 \x01(\x03R\aobjects\x12\x14\n" +
-	"\x05bytes\x18\x02 \x01(\x03R\x05bytes2\xe4\x03\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\"M\n" +
+	"\x13GetKeyTablesRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06backup\x18\x02 \x01(\tR\x06backup\"M\n" +
+	"\x14GetKeyTablesResponse\x125\n" +
+	"\x06tables\x18\x01 \x03(\v2\x1d.ferry.common.v1.FileKeyTableR\x06tables\"\x88\x01\n" +
+	"\x17RewriteKeyTablesRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06backup\x18\x02 \x01(\tR\x06backup\x125\n" +
+	"\x06tables\x18\x03 \x03(\v2\x1d.ferry.common.v1.FileKeyTableR\x06tables\"0\n" +
+	"\x18RewriteKeyTablesResponse\x12\x14\n" +
+	"\x05files\x18\x01 \x01(\x03R\x05files2\xaa\x05\n" +
 	"\rSourceService\x12K\n" +
 	"\x06Backup\x12\x1e.ferry.source.v1.BackupRequest\x1a\x1f.ferry.source.v1.BackupResponse0\x01\x12E\n" +
 	"\x04Copy\x12\x1c.ferry.source.v1.CopyRequest\x1a\x1d.ferry.source.v1.CopyResponse0\x01\x12U\n" +
@@ -1080,7 +1295,9 @@ const file_ferry_source_v1_source_proto_rawDesc = "" +
 	"ListPoints\x12\".ferry.source.v1.ListPointsRequest\x1a#.ferry.source.v1.ListPointsResponse\x12O\n" +
 	"\bDescribe\x12 .ferry.source.v1.DescribeRequest\x1a!.ferry.source.v1.DescribeResponse\x12I\n" +
 	"\x06Verify\x12\x1e.ferry.source.v1.VerifyRequest\x1a\x1f.ferry.source.v1.VerifyResponse\x12L\n" +
-	"\aRestore\x12\x1f.ferry.source.v1.RestoreRequest\x1a .ferry.source.v1.RestoreResponseB\xc4\x01\n" +
+	"\aRestore\x12\x1f.ferry.source.v1.RestoreRequest\x1a .ferry.source.v1.RestoreResponse\x12[\n" +
+	"\fGetKeyTables\x12$.ferry.source.v1.GetKeyTablesRequest\x1a%.ferry.source.v1.GetKeyTablesResponse\x12g\n" +
+	"\x10RewriteKeyTables\x12(.ferry.source.v1.RewriteKeyTablesRequest\x1a).ferry.source.v1.RewriteKeyTablesResponseB\xc4\x01\n" +
 	"\x13com.ferry.source.v1B\vSourceProtoP\x01ZBgithub.com/ferrybackup/ferry/internal/gen/ferry/source/v1;sourcev1\xa2\x02\x03FSX\xaa\x02\x0fFerry.Source.V1\xca\x02\x0fFerry\\Source\\V1\xe2\x02\x1bFerry\\Source\\V1\\GPBMetadata\xea\x02\x11Ferry::Source::V1b\x06proto3"
 
 var (
@@ -1095,56 +1312,67 @@ func file_ferry_source_v1_source_proto_rawDescGZIP() []byte {
 	return file_ferry_source_v1_source_proto_rawDescData
 }
 
-var file_ferry_source_v1_source_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_ferry_source_v1_source_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_ferry_source_v1_source_proto_goTypes = []any{
-	(*BackupRequest)(nil),      // 0: ferry.source.v1.BackupRequest
-	(*CopyRequest)(nil),        // 1: ferry.source.v1.CopyRequest
-	(*BackupResponse)(nil),     // 2: ferry.source.v1.BackupResponse
-	(*CopyResponse)(nil),       // 3: ferry.source.v1.CopyResponse
-	(*SessionEvent)(nil),       // 4: ferry.source.v1.SessionEvent
-	(*ListPointsRequest)(nil),  // 5: ferry.source.v1.ListPointsRequest
-	(*ListPointsResponse)(nil), // 6: ferry.source.v1.ListPointsResponse
-	(*DescribeRequest)(nil),    // 7: ferry.source.v1.DescribeRequest
-	(*DescribeResponse)(nil),   // 8: ferry.source.v1.DescribeResponse
-	(*VerifyRequest)(nil),      // 9: ferry.source.v1.VerifyRequest
-	(*VerifyResponse)(nil),     // 10: ferry.source.v1.VerifyResponse
-	(*RestoreRequest)(nil),     // 11: ferry.source.v1.RestoreRequest
-	(*RestoreResponse)(nil),    // 12: ferry.source.v1.RestoreResponse
-	(v1.Compression)(0),        // 13: ferry.common.v1.Compression
-	(*v1.SessionKey)(nil),      // 14: ferry.common.v1.SessionKey
-	(*v1.SessionStats)(nil),    // 15: ferry.common.v1.SessionStats
-	(*v1.Point)(nil),           // 16: ferry.common.v1.Point
+	(*BackupRequest)(nil),            // 0: ferry.source.v1.BackupRequest
+	(*CopyRequest)(nil),              // 1: ferry.source.v1.CopyRequest
+	(*BackupResponse)(nil),           // 2: ferry.source.v1.BackupResponse
+	(*CopyResponse)(nil),             // 3: ferry.source.v1.CopyResponse
+	(*SessionEvent)(nil),             // 4: ferry.source.v1.SessionEvent
+	(*ListPointsRequest)(nil),        // 5: ferry.source.v1.ListPointsRequest
+	(*ListPointsResponse)(nil),       // 6: ferry.source.v1.ListPointsResponse
+	(*DescribeRequest)(nil),          // 7: ferry.source.v1.DescribeRequest
+	(*DescribeResponse)(nil),         // 8: ferry.source.v1.DescribeResponse
+	(*VerifyRequest)(nil),            // 9: ferry.source.v1.VerifyRequest
+	(*VerifyResponse)(nil),           // 10: ferry.source.v1.VerifyResponse
+	(*RestoreRequest)(nil),           // 11: ferry.source.v1.RestoreRequest
+	(*RestoreResponse)(nil),          // 12: ferry.source.v1.RestoreResponse
+	(*GetKeyTablesRequest)(nil),      // 13: ferry.source.v1.GetKeyTablesRequest
+	(*GetKeyTablesResponse)(nil),     // 14: ferry.source.v1.GetKeyTablesResponse
+	(*RewriteKeyTablesRequest)(nil),  // 15: ferry.source.v1.RewriteKeyTablesRequest
+	(*RewriteKeyTablesResponse)(nil), // 16: ferry.source.v1.RewriteKeyTablesResponse
+	(v1.Compression)(0),              // 17: ferry.common.v1.Compression
+	(*v1.SessionKey)(nil),            // 18: ferry.common.v1.SessionKey
+	(*v1.SessionStats)(nil),          // 19: ferry.common.v1.SessionStats
+	(*v1.Point)(nil),                 // 20: ferry.common.v1.Point
+	(*v1.FileKeyTable)(nil),          // 21: ferry.common.v1.FileKeyTable
 }
 var file_ferry_source_v1_source_proto_depIdxs = []int32{
-	13, // 0: ferry.source.v1.BackupRequest.compression:type_name -> ferry.common.v1.Compression
-	14, // 1: ferry.source.v1.BackupRequest.key:type_name -> ferry.common.v1.SessionKey
-	14, // 2: ferry.source.v1.BackupRequest.previous_keys:type_name -> ferry.common.v1.SessionKey
-	14, // 3: ferry.source.v1.CopyRequest.source_keys:type_name -> ferry.common.v1.SessionKey
-	14, // 4: ferry.source.v1.CopyRequest.key:type_name -> ferry.common.v1.SessionKey
+	17, // 0: ferry.source.v1.BackupRequest.compression:type_name -> ferry.common.v1.Compression
+	18, // 1: ferry.source.v1.BackupRequest.key:type_name -> ferry.common.v1.SessionKey
+	18, // 2: ferry.source.v1.BackupRequest.previous_keys:type_name -> ferry.common.v1.SessionKey
+	18, // 3: ferry.source.v1.CopyRequest.source_keys:type_name -> ferry.common.v1.SessionKey
+	18, // 4: ferry.source.v1.CopyRequest.key:type_name -> ferry.common.v1.SessionKey
 	4,  // 5: ferry.source.v1.BackupResponse.event:type_name -> ferry.source.v1.SessionEvent
 	4,  // 6: ferry.source.v1.CopyResponse.event:type_name -> ferry.source.v1.SessionEvent
-	15, // 7: ferry.source.v1.SessionEvent.stats:type_name -> ferry.common.v1.SessionStats
-	16, // 8: ferry.source.v1.SessionEvent.point:type_name -> ferry.common.v1.Point
-	16, // 9: ferry.source.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
-	14, // 10: ferry.source.v1.VerifyRequest.keys:type_name -> ferry.common.v1.SessionKey
-	14, // 11: ferry.source.v1.RestoreRequest.keys:type_name -> ferry.common.v1.SessionKey
-	0,  // 12: ferry.source.v1.SourceService.Backup:input_type -> ferry.source.v1.BackupRequest
-	1,  // 13: ferry.source.v1.SourceService.Copy:input_type -> ferry.source.v1.CopyRequest
-	5,  // 14: ferry.source.v1.SourceService.ListPoints:input_type -> ferry.source.v1.ListPointsRequest
-	7,  // 15: ferry.source.v1.SourceService.Describe:input_type -> ferry.source.v1.DescribeRequest
-	9,  // 16: ferry.source.v1.SourceService.Verify:input_type -> ferry.source.v1.VerifyRequest
-	11, // 17: ferry.source.v1.SourceService.Restore:input_type -> ferry.source.v1.RestoreRequest
-	2,  // 18: ferry.source.v1.SourceService.Backup:output_type -> ferry.source.v1.BackupResponse
-	3,  // 19: ferry.source.v1.SourceService.Copy:output_type -> ferry.source.v1.CopyResponse
-	6,  // 20: ferry.source.v1.SourceService.ListPoints:output_type -> ferry.source.v1.ListPointsResponse
-	8,  // 21: ferry.source.v1.SourceService.Describe:output_type -> ferry.source.v1.DescribeResponse
-	10, // 22: ferry.source.v1.SourceService.Verify:output_type -> ferry.source.v1.VerifyResponse
-	12, // 23: ferry.source.v1.SourceService.Restore:output_type -> ferry.source.v1.RestoreResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	19, // 7: ferry.source.v1.SessionEvent.stats:type_name -> ferry.common.v1.SessionStats
+	20, // 8: ferry.source.v1.SessionEvent.point:type_name -> ferry.common.v1.Point
+	20, // 9: ferry.source.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
+	18, // 10: ferry.source.v1.VerifyRequest.keys:type_name -> ferry.common.v1.SessionKey
+	18, // 11: ferry.source.v1.RestoreRequest.keys:type_name -> ferry.common.v1.SessionKey
+	21, // 12: ferry.source.v1.GetKeyTablesResponse.tables:type_name -> ferry.common.v1.FileKeyTable
+	21, // 13: ferry.source.v1.RewriteKeyTablesRequest.tables:type_name -> ferry.common.v1.FileKeyTable
+	0,  // 14: ferry.source.v1.SourceService.Backup:input_type -> ferry.source.v1.BackupRequest
+	1,  // 15: ferry.source.v1.SourceService.Copy:input_type -> ferry.source.v1.CopyRequest
+	5,  // 16: ferry.source.v1.SourceService.ListPoints:input_type -> ferry.source.v1.ListPointsRequest
+	7,  // 17: ferry.source.v1.SourceService.Describe:input_type -> ferry.source.v1.DescribeRequest
+	9,  // 18: ferry.source.v1.SourceService.Verify:input_type -> ferry.source.v1.VerifyRequest
+	11, // 19: ferry.source.v1.SourceService.Restore:input_type -> ferry.source.v1.RestoreRequest
+	13, // 20: ferry.source.v1.SourceService.GetKeyTables:input_type -> ferry.source.v1.GetKeyTablesRequest
+	15, // 21: ferry.source.v1.SourceService.RewriteKeyTables:input_type -> ferry.source.v1.RewriteKeyTablesRequest
+	2,  // 22: ferry.source.v1.SourceService.Backup:output_type -> ferry.source.v1.BackupResponse
+	3,  // 23: ferry.source.v1.SourceService.Copy:output_type -> ferry.source.v1.CopyResponse
+	6,  // 24: ferry.source.v1.SourceService.ListPoints:output_type -> ferry.source.v1.ListPointsResponse
+	8,  // 25: ferry.source.v1.SourceService.Describe:output_type -> ferry.source.v1.DescribeResponse
+	10, // 26: ferry.source.v1.SourceService.Verify:output_type -> ferry.source.v1.VerifyResponse
+	12, // 27: ferry.source.v1.SourceService.Restore:output_type -> ferry.source.v1.RestoreResponse
+	14, // 28: ferry.source.v1.SourceService.GetKeyTables:output_type -> ferry.source.v1.GetKeyTablesResponse
+	16, // 29: ferry.source.v1.SourceService.RewriteKeyTables:output_type -> ferry.source.v1.RewriteKeyTablesResponse
+	22, // [22:30] is the sub-list for method output_type
+	14, // [14:22] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_ferry_source_v1_source_proto_init() }
@@ -1158,7 +1386,7 @@ func file_ferry_source_v1_source_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_source_v1_source_proto_rawDesc), len(file_ferry_source_v1_source_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,12 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SourceService_Backup_FullMethodName     = "/ferry.source.v1.SourceService/Backup"
-	SourceService_Copy_FullMethodName       = "/ferry.source.v1.SourceService/Copy"
-	SourceService_ListPoints_FullMethodName = "/ferry.source.v1.SourceService/ListPoints"
-	SourceService_Describe_FullMethodName   = "/ferry.source.v1.SourceService/Describe"
-	SourceService_Verify_FullMethodName     = "/ferry.source.v1.SourceService/Verify"
-	SourceService_Restore_FullMethodName    = "/ferry.source.v1.SourceService/Restore"
+	SourceService_Backup_FullMethodName           = "/ferry.source.v1.SourceService/Backup"
+	SourceService_Copy_FullMethodName             = "/ferry.source.v1.SourceService/Copy"
+	SourceService_ListPoints_FullMethodName       = "/ferry.source.v1.SourceService/ListPoints"
+	SourceService_Describe_FullMethodName         = "/ferry.source.v1.SourceService/Describe"
+	SourceService_Verify_FullMethodName           = "/ferry.source.v1.SourceService/Verify"
+	SourceService_Restore_FullMethodName          = "/ferry.source.v1.SourceService/Restore"
+	SourceService_GetKeyTables_FullMethodName     = "/ferry.source.v1.SourceService/GetKeyTables"
+	SourceService_RewriteKeyTables_FullMethodName = "/ferry.source.v1.SourceService/RewriteKeyTables"
 )
 
 // SourceServiceClient is the client API for SourceService service.
@@ -49,6 +51,11 @@ type SourceServiceClient interface {
 	// Restore restores a point of a local backup on the agent's host, with
 	// the session keys handed over for this call only.
 	Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (*RestoreResponse, error)
+	// GetKeyTables returns the key tables of a backup's files.
+	GetKeyTables(ctx context.Context, in *GetKeyTablesRequest, opts ...grpc.CallOption) (*GetKeyTablesResponse, error)
+	// RewriteKeyTables replaces the key tables of files in place (journaled,
+	// atomic per file), never touching their records: key rotation.
+	RewriteKeyTables(ctx context.Context, in *RewriteKeyTablesRequest, opts ...grpc.CallOption) (*RewriteKeyTablesResponse, error)
 }
 
 type sourceServiceClient struct {
@@ -137,6 +144,26 @@ func (c *sourceServiceClient) Restore(ctx context.Context, in *RestoreRequest, o
 	return out, nil
 }
 
+func (c *sourceServiceClient) GetKeyTables(ctx context.Context, in *GetKeyTablesRequest, opts ...grpc.CallOption) (*GetKeyTablesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetKeyTablesResponse)
+	err := c.cc.Invoke(ctx, SourceService_GetKeyTables_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sourceServiceClient) RewriteKeyTables(ctx context.Context, in *RewriteKeyTablesRequest, opts ...grpc.CallOption) (*RewriteKeyTablesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RewriteKeyTablesResponse)
+	err := c.cc.Invoke(ctx, SourceService_RewriteKeyTables_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SourceServiceServer is the server API for SourceService service.
 // All implementations must embed UnimplementedSourceServiceServer
 // for forward compatibility.
@@ -159,6 +186,11 @@ type SourceServiceServer interface {
 	// Restore restores a point of a local backup on the agent's host, with
 	// the session keys handed over for this call only.
 	Restore(context.Context, *RestoreRequest) (*RestoreResponse, error)
+	// GetKeyTables returns the key tables of a backup's files.
+	GetKeyTables(context.Context, *GetKeyTablesRequest) (*GetKeyTablesResponse, error)
+	// RewriteKeyTables replaces the key tables of files in place (journaled,
+	// atomic per file), never touching their records: key rotation.
+	RewriteKeyTables(context.Context, *RewriteKeyTablesRequest) (*RewriteKeyTablesResponse, error)
 	mustEmbedUnimplementedSourceServiceServer()
 }
 
@@ -186,6 +218,12 @@ func (UnimplementedSourceServiceServer) Verify(context.Context, *VerifyRequest) 
 }
 func (UnimplementedSourceServiceServer) Restore(context.Context, *RestoreRequest) (*RestoreResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Restore not implemented")
+}
+func (UnimplementedSourceServiceServer) GetKeyTables(context.Context, *GetKeyTablesRequest) (*GetKeyTablesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetKeyTables not implemented")
+}
+func (UnimplementedSourceServiceServer) RewriteKeyTables(context.Context, *RewriteKeyTablesRequest) (*RewriteKeyTablesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RewriteKeyTables not implemented")
 }
 func (UnimplementedSourceServiceServer) mustEmbedUnimplementedSourceServiceServer() {}
 func (UnimplementedSourceServiceServer) testEmbeddedByValue()                       {}
@@ -302,6 +340,42 @@ func _SourceService_Restore_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SourceService_GetKeyTables_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetKeyTablesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SourceServiceServer).GetKeyTables(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SourceService_GetKeyTables_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SourceServiceServer).GetKeyTables(ctx, req.(*GetKeyTablesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SourceService_RewriteKeyTables_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RewriteKeyTablesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SourceServiceServer).RewriteKeyTables(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SourceService_RewriteKeyTables_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SourceServiceServer).RewriteKeyTables(ctx, req.(*RewriteKeyTablesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SourceService_ServiceDesc is the grpc.ServiceDesc for SourceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -324,6 +398,14 @@ var SourceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Restore",
 			Handler:    _SourceService_Restore_Handler,
+		},
+		{
+			MethodName: "GetKeyTables",
+			Handler:    _SourceService_GetKeyTables_Handler,
+		},
+		{
+			MethodName: "RewriteKeyTables",
+			Handler:    _SourceService_RewriteKeyTables_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1245,6 +1245,206 @@ func (*RegisterControllerResponse) Descriptor() ([]byte, []int) {
 	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{19}
 }
 
+type GetKeyTablesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeyTablesRequest) Reset() {
+	*x = GetKeyTablesRequest{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeyTablesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeyTablesRequest) ProtoMessage() {}
+
+func (x *GetKeyTablesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeyTablesRequest.ProtoReflect.Descriptor instead.
+func (*GetKeyTablesRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetKeyTablesRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *GetKeyTablesRequest) GetBackup() string {
+	if x != nil {
+		return x.Backup
+	}
+	return ""
+}
+
+type GetKeyTablesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tables        []*v1.FileKeyTable     `protobuf:"bytes,1,rep,name=tables,proto3" json:"tables,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeyTablesResponse) Reset() {
+	*x = GetKeyTablesResponse{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeyTablesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeyTablesResponse) ProtoMessage() {}
+
+func (x *GetKeyTablesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeyTablesResponse.ProtoReflect.Descriptor instead.
+func (*GetKeyTablesResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetKeyTablesResponse) GetTables() []*v1.FileKeyTable {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
+type RewriteKeyTablesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	Tables        []*v1.FileKeyTable     `protobuf:"bytes,3,rep,name=tables,proto3" json:"tables,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RewriteKeyTablesRequest) Reset() {
+	*x = RewriteKeyTablesRequest{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RewriteKeyTablesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RewriteKeyTablesRequest) ProtoMessage() {}
+
+func (x *RewriteKeyTablesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RewriteKeyTablesRequest.ProtoReflect.Descriptor instead.
+func (*RewriteKeyTablesRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RewriteKeyTablesRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *RewriteKeyTablesRequest) GetBackup() string {
+	if x != nil {
+		return x.Backup
+	}
+	return ""
+}
+
+func (x *RewriteKeyTablesRequest) GetTables() []*v1.FileKeyTable {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
+type RewriteKeyTablesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         int64                  `protobuf:"varint,1,opt,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RewriteKeyTablesResponse) Reset() {
+	*x = RewriteKeyTablesResponse{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RewriteKeyTablesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RewriteKeyTablesResponse) ProtoMessage() {}
+
+func (x *RewriteKeyTablesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RewriteKeyTablesResponse.ProtoReflect.Descriptor instead.
+func (*RewriteKeyTablesResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RewriteKeyTablesResponse) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
 var File_ferry_target_v1_target_proto protoreflect.FileDescriptor
 
 const file_ferry_target_v1_target_proto_rawDesc = "" +
@@ -1335,13 +1535,30 @@ const file_ferry_target_v1_target_proto_rawDesc = "" +
 	"\x12require_encryption\x18\x02 \x01(\bR\x11requireEncryption\"E\n" +
 	"\x19RegisterControllerRequest\x12(\n" +
 	"\x10grant_public_key\x18\x01 \x01(\fR\x0egrantPublicKey\"\x1c\n" +
-	"\x1aRegisterControllerResponse2\x94\x04\n" +
+	"\x1aRegisterControllerResponse\"M\n" +
+	"\x13GetKeyTablesRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06backup\x18\x02 \x01(\tR\x06backup\"M\n" +
+	"\x14GetKeyTablesResponse\x125\n" +
+	"\x06tables\x18\x01 \x03(\v2\x1d.ferry.common.v1.FileKeyTableR\x06tables\"\x88\x01\n" +
+	"\x17RewriteKeyTablesRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06backup\x18\x02 \x01(\tR\x06backup\x125\n" +
+	"\x06tables\x18\x03 \x03(\v2\x1d.ferry.common.v1.FileKeyTableR\x06tables\"0\n" +
+	"\x18RewriteKeyTablesResponse\x12\x14\n" +
+	"\x05files\x18\x01 \x01(\x03R\x05files2\xda\x05\n" +
 	"\rTargetService\x12S\n" +
 	"\bTransfer\x12 .ferry.target.v1.TransferRequest\x1a!.ferry.target.v1.TransferResponse(\x010\x01\x12U\n" +
 	"\n" +
 	"ListPoints\x12\".ferry.target.v1.ListPointsRequest\x1a#.ferry.target.v1.ListPointsResponse\x12I\n" +
 	"\x06Verify\x12\x1e.ferry.target.v1.VerifyRequest\x1a\x1f.ferry.target.v1.VerifyResponse\x12L\n" +
-	"\aRestore\x12\x1f.ferry.target.v1.RestoreRequest\x1a .ferry.target.v1.RestoreResponse\x12O\n" +
+	"\aRestore\x12\x1f.ferry.target.v1.RestoreRequest\x1a .ferry.target.v1.RestoreResponse\x12[\n" +
+	"\fGetKeyTables\x12$.ferry.target.v1.GetKeyTablesRequest\x1a%.ferry.target.v1.GetKeyTablesResponse\x12g\n" +
+	"\x10RewriteKeyTables\x12(.ferry.target.v1.RewriteKeyTablesRequest\x1a).ferry.target.v1.RewriteKeyTablesResponse\x12O\n" +
 	"\bDescribe\x12 .ferry.target.v1.DescribeRequest\x1a!.ferry.target.v1.DescribeResponse\x12m\n" +
 	"\x12RegisterController\x12*.ferry.target.v1.RegisterControllerRequest\x1a+.ferry.target.v1.RegisterControllerResponseB\xc4\x01\n" +
 	"\x13com.ferry.target.v1B\vTargetProtoP\x01ZBgithub.com/ferrybackup/ferry/internal/gen/ferry/target/v1;targetv1\xa2\x02\x03FTX\xaa\x02\x0fFerry.Target.V1\xca\x02\x0fFerry\\Target\\V1\xe2\x02\x1bFerry\\Target\\V1\\GPBMetadata\xea\x02\x11Ferry::Target::V1b\x06proto3"
@@ -1358,7 +1575,7 @@ func file_ferry_target_v1_target_proto_rawDescGZIP() []byte {
 	return file_ferry_target_v1_target_proto_rawDescData
 }
 
-var file_ferry_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_ferry_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_ferry_target_v1_target_proto_goTypes = []any{
 	(*TransferRequest)(nil),            // 0: ferry.target.v1.TransferRequest
 	(*TransferOpen)(nil),               // 1: ferry.target.v1.TransferOpen
@@ -1380,9 +1597,14 @@ var file_ferry_target_v1_target_proto_goTypes = []any{
 	(*Repository)(nil),                 // 17: ferry.target.v1.Repository
 	(*RegisterControllerRequest)(nil),  // 18: ferry.target.v1.RegisterControllerRequest
 	(*RegisterControllerResponse)(nil), // 19: ferry.target.v1.RegisterControllerResponse
-	(*v1.SessionStats)(nil),            // 20: ferry.common.v1.SessionStats
-	(*v1.Point)(nil),                   // 21: ferry.common.v1.Point
-	(*v1.SessionKey)(nil),              // 22: ferry.common.v1.SessionKey
+	(*GetKeyTablesRequest)(nil),        // 20: ferry.target.v1.GetKeyTablesRequest
+	(*GetKeyTablesResponse)(nil),       // 21: ferry.target.v1.GetKeyTablesResponse
+	(*RewriteKeyTablesRequest)(nil),    // 22: ferry.target.v1.RewriteKeyTablesRequest
+	(*RewriteKeyTablesResponse)(nil),   // 23: ferry.target.v1.RewriteKeyTablesResponse
+	(*v1.SessionStats)(nil),            // 24: ferry.common.v1.SessionStats
+	(*v1.Point)(nil),                   // 25: ferry.common.v1.Point
+	(*v1.SessionKey)(nil),              // 26: ferry.common.v1.SessionKey
+	(*v1.FileKeyTable)(nil),            // 27: ferry.common.v1.FileKeyTable
 }
 var file_ferry_target_v1_target_proto_depIdxs = []int32{
 	1,  // 0: ferry.target.v1.TransferRequest.open:type_name -> ferry.target.v1.TransferOpen
@@ -1391,28 +1613,34 @@ var file_ferry_target_v1_target_proto_depIdxs = []int32{
 	3,  // 3: ferry.target.v1.RecordChunk.records:type_name -> ferry.target.v1.Record
 	6,  // 4: ferry.target.v1.TransferResponse.accepted:type_name -> ferry.target.v1.TransferAccepted
 	7,  // 5: ferry.target.v1.TransferResponse.committed:type_name -> ferry.target.v1.TransferCommitted
-	20, // 6: ferry.target.v1.TransferCommitted.stats:type_name -> ferry.common.v1.SessionStats
-	21, // 7: ferry.target.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
-	22, // 8: ferry.target.v1.VerifyRequest.keys:type_name -> ferry.common.v1.SessionKey
-	22, // 9: ferry.target.v1.RestoreRequest.keys:type_name -> ferry.common.v1.SessionKey
+	24, // 6: ferry.target.v1.TransferCommitted.stats:type_name -> ferry.common.v1.SessionStats
+	25, // 7: ferry.target.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
+	26, // 8: ferry.target.v1.VerifyRequest.keys:type_name -> ferry.common.v1.SessionKey
+	26, // 9: ferry.target.v1.RestoreRequest.keys:type_name -> ferry.common.v1.SessionKey
 	17, // 10: ferry.target.v1.DescribeResponse.repositories:type_name -> ferry.target.v1.Repository
-	0,  // 11: ferry.target.v1.TargetService.Transfer:input_type -> ferry.target.v1.TransferRequest
-	9,  // 12: ferry.target.v1.TargetService.ListPoints:input_type -> ferry.target.v1.ListPointsRequest
-	11, // 13: ferry.target.v1.TargetService.Verify:input_type -> ferry.target.v1.VerifyRequest
-	13, // 14: ferry.target.v1.TargetService.Restore:input_type -> ferry.target.v1.RestoreRequest
-	15, // 15: ferry.target.v1.TargetService.Describe:input_type -> ferry.target.v1.DescribeRequest
-	18, // 16: ferry.target.v1.TargetService.RegisterController:input_type -> ferry.target.v1.RegisterControllerRequest
-	5,  // 17: ferry.target.v1.TargetService.Transfer:output_type -> ferry.target.v1.TransferResponse
-	10, // 18: ferry.target.v1.TargetService.ListPoints:output_type -> ferry.target.v1.ListPointsResponse
-	12, // 19: ferry.target.v1.TargetService.Verify:output_type -> ferry.target.v1.VerifyResponse
-	14, // 20: ferry.target.v1.TargetService.Restore:output_type -> ferry.target.v1.RestoreResponse
-	16, // 21: ferry.target.v1.TargetService.Describe:output_type -> ferry.target.v1.DescribeResponse
-	19, // 22: ferry.target.v1.TargetService.RegisterController:output_type -> ferry.target.v1.RegisterControllerResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	27, // 11: ferry.target.v1.GetKeyTablesResponse.tables:type_name -> ferry.common.v1.FileKeyTable
+	27, // 12: ferry.target.v1.RewriteKeyTablesRequest.tables:type_name -> ferry.common.v1.FileKeyTable
+	0,  // 13: ferry.target.v1.TargetService.Transfer:input_type -> ferry.target.v1.TransferRequest
+	9,  // 14: ferry.target.v1.TargetService.ListPoints:input_type -> ferry.target.v1.ListPointsRequest
+	11, // 15: ferry.target.v1.TargetService.Verify:input_type -> ferry.target.v1.VerifyRequest
+	13, // 16: ferry.target.v1.TargetService.Restore:input_type -> ferry.target.v1.RestoreRequest
+	20, // 17: ferry.target.v1.TargetService.GetKeyTables:input_type -> ferry.target.v1.GetKeyTablesRequest
+	22, // 18: ferry.target.v1.TargetService.RewriteKeyTables:input_type -> ferry.target.v1.RewriteKeyTablesRequest
+	15, // 19: ferry.target.v1.TargetService.Describe:input_type -> ferry.target.v1.DescribeRequest
+	18, // 20: ferry.target.v1.TargetService.RegisterController:input_type -> ferry.target.v1.RegisterControllerRequest
+	5,  // 21: ferry.target.v1.TargetService.Transfer:output_type -> ferry.target.v1.TransferResponse
+	10, // 22: ferry.target.v1.TargetService.ListPoints:output_type -> ferry.target.v1.ListPointsResponse
+	12, // 23: ferry.target.v1.TargetService.Verify:output_type -> ferry.target.v1.VerifyResponse
+	14, // 24: ferry.target.v1.TargetService.Restore:output_type -> ferry.target.v1.RestoreResponse
+	21, // 25: ferry.target.v1.TargetService.GetKeyTables:output_type -> ferry.target.v1.GetKeyTablesResponse
+	23, // 26: ferry.target.v1.TargetService.RewriteKeyTables:output_type -> ferry.target.v1.RewriteKeyTablesResponse
+	16, // 27: ferry.target.v1.TargetService.Describe:output_type -> ferry.target.v1.DescribeResponse
+	19, // 28: ferry.target.v1.TargetService.RegisterController:output_type -> ferry.target.v1.RegisterControllerResponse
+	21, // [21:29] is the sub-list for method output_type
+	13, // [13:21] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_ferry_target_v1_target_proto_init() }
@@ -1435,7 +1663,7 @@ func file_ferry_target_v1_target_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_target_v1_target_proto_rawDesc), len(file_ferry_target_v1_target_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

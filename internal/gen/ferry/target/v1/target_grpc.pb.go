@@ -23,6 +23,8 @@ const (
 	TargetService_ListPoints_FullMethodName         = "/ferry.target.v1.TargetService/ListPoints"
 	TargetService_Verify_FullMethodName             = "/ferry.target.v1.TargetService/Verify"
 	TargetService_Restore_FullMethodName            = "/ferry.target.v1.TargetService/Restore"
+	TargetService_GetKeyTables_FullMethodName       = "/ferry.target.v1.TargetService/GetKeyTables"
+	TargetService_RewriteKeyTables_FullMethodName   = "/ferry.target.v1.TargetService/RewriteKeyTables"
 	TargetService_Describe_FullMethodName           = "/ferry.target.v1.TargetService/Describe"
 	TargetService_RegisterController_FullMethodName = "/ferry.target.v1.TargetService/RegisterController"
 )
@@ -48,6 +50,11 @@ type TargetServiceClient interface {
 	// Restore restores a point to a path on the target's host with the
 	// session keys the controller hands over for this call only.
 	Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (*RestoreResponse, error)
+	// GetKeyTables returns the key tables of a backup's files.
+	GetKeyTables(ctx context.Context, in *GetKeyTablesRequest, opts ...grpc.CallOption) (*GetKeyTablesResponse, error)
+	// RewriteKeyTables replaces the key tables of files in place (journaled,
+	// atomic per file), never touching their records: key rotation.
+	RewriteKeyTables(ctx context.Context, in *RewriteKeyTablesRequest, opts ...grpc.CallOption) (*RewriteKeyTablesResponse, error)
 	// Describe reports the agent's repositories and policies.
 	Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error)
 	// RegisterController tells the target the public key the controller
@@ -107,6 +114,26 @@ func (c *targetServiceClient) Restore(ctx context.Context, in *RestoreRequest, o
 	return out, nil
 }
 
+func (c *targetServiceClient) GetKeyTables(ctx context.Context, in *GetKeyTablesRequest, opts ...grpc.CallOption) (*GetKeyTablesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetKeyTablesResponse)
+	err := c.cc.Invoke(ctx, TargetService_GetKeyTables_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetServiceClient) RewriteKeyTables(ctx context.Context, in *RewriteKeyTablesRequest, opts ...grpc.CallOption) (*RewriteKeyTablesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RewriteKeyTablesResponse)
+	err := c.cc.Invoke(ctx, TargetService_RewriteKeyTables_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *targetServiceClient) Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DescribeResponse)
@@ -148,6 +175,11 @@ type TargetServiceServer interface {
 	// Restore restores a point to a path on the target's host with the
 	// session keys the controller hands over for this call only.
 	Restore(context.Context, *RestoreRequest) (*RestoreResponse, error)
+	// GetKeyTables returns the key tables of a backup's files.
+	GetKeyTables(context.Context, *GetKeyTablesRequest) (*GetKeyTablesResponse, error)
+	// RewriteKeyTables replaces the key tables of files in place (journaled,
+	// atomic per file), never touching their records: key rotation.
+	RewriteKeyTables(context.Context, *RewriteKeyTablesRequest) (*RewriteKeyTablesResponse, error)
 	// Describe reports the agent's repositories and policies.
 	Describe(context.Context, *DescribeRequest) (*DescribeResponse, error)
 	// RegisterController tells the target the public key the controller
@@ -175,6 +207,12 @@ func (UnimplementedTargetServiceServer) Verify(context.Context, *VerifyRequest) 
 }
 func (UnimplementedTargetServiceServer) Restore(context.Context, *RestoreRequest) (*RestoreResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Restore not implemented")
+}
+func (UnimplementedTargetServiceServer) GetKeyTables(context.Context, *GetKeyTablesRequest) (*GetKeyTablesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetKeyTables not implemented")
+}
+func (UnimplementedTargetServiceServer) RewriteKeyTables(context.Context, *RewriteKeyTablesRequest) (*RewriteKeyTablesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RewriteKeyTables not implemented")
 }
 func (UnimplementedTargetServiceServer) Describe(context.Context, *DescribeRequest) (*DescribeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Describe not implemented")
@@ -264,6 +302,42 @@ func _TargetService_Restore_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TargetService_GetKeyTables_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetKeyTablesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServiceServer).GetKeyTables(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetService_GetKeyTables_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServiceServer).GetKeyTables(ctx, req.(*GetKeyTablesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TargetService_RewriteKeyTables_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RewriteKeyTablesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServiceServer).RewriteKeyTables(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetService_RewriteKeyTables_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServiceServer).RewriteKeyTables(ctx, req.(*RewriteKeyTablesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _TargetService_Describe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DescribeRequest)
 	if err := dec(in); err != nil {
@@ -318,6 +392,14 @@ var TargetService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Restore",
 			Handler:    _TargetService_Restore_Handler,
+		},
+		{
+			MethodName: "GetKeyTables",
+			Handler:    _TargetService_GetKeyTables_Handler,
+		},
+		{
+			MethodName: "RewriteKeyTables",
+			Handler:    _TargetService_RewriteKeyTables_Handler,
 		},
 		{
 			MethodName: "Describe",
