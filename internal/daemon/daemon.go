@@ -208,6 +208,9 @@ func StartController(cfg *config.Controller, logOut io.Writer, kdf keys.KDFParam
 	}
 	s := serve(ln, g, health.NewServer(), 30*time.Second, log)
 	s.closers = append(s.closers, c.Close)
+	if transit != nil {
+		s.closers = append(s.closers, func() error { transit.Close(); return nil })
+	}
 	log.Info("controller listening", "address", s.Addr, "state_dir", cfg.StateDir)
 	return s, c, nil
 }

@@ -51,6 +51,8 @@ type Transit struct {
 	cfg   Config
 	log   hclog.Logger
 	mount string
+	stop  context.CancelFunc
+	done  chan struct{}
 }
 
 // New makes a client and logs in.
@@ -107,7 +109,89 @@ func New(ctx context.Context, cfg Config) (*Transit, error) {
 	if c.Token() == "" {
 		return nil, fmt.Errorf("no Vault token: set token_file or approle in the controller's vault block, or VAULT_TOKEN")
 	}
+	wctx, stop := context.WithCancel(context.Background())
+	t.stop, t.done = stop, make(chan struct{})
+	go t.keepToken(wctx)
 	return t, nil
+}
+
+// Close stops renewing the token.
+func (t *Transit) Close() {
+	t.stop()
+	<-t.done
+}
+
+// keepToken renews the token before it expires (LifetimeWatcher) and,
+// with AppRole, logs in afresh when it can no longer be renewed. A token
+// that does not expire (root, or ttl 0) needs nothing.
+func (t *Transit) keepToken(ctx context.Context) {
+	defer close(t.done)
+	backoff := time.Second
+	for ctx.Err() == nil {
+		err := t.watchOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			backoff = time.Second
+		}
+		if t.cfg.AppRoleID != "" {
+			if lerr := t.loginAppRole(ctx); lerr != nil {
+				t.log.Warn("vault login failed; retrying", "error", lerr, "in", backoff)
+			} else {
+				t.log.Info("logged in to vault afresh with AppRole")
+				continue
+			}
+		} else if err != nil {
+			t.log.Warn("vault token renewal failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Minute)
+	}
+}
+
+// watchOnce renews the current token until it can no longer be renewed.
+func (t *Transit) watchOnce(ctx context.Context) error {
+	self, err := t.c.Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil {
+		return t.wrap(err, "look up its token", "")
+	}
+	ttl, _ := self.TokenTTL()
+	renewable, _ := self.TokenIsRenewable()
+	if ttl <= 0 {
+		<-ctx.Done() // never expires
+		return nil
+	}
+	if !renewable {
+		// Wait until shortly before it expires, then log in afresh.
+		select {
+		case <-ctx.Done():
+		case <-time.After(ttl * 4 / 5):
+		}
+		return nil
+	}
+	w, err := t.c.NewLifetimeWatcher(&api.LifetimeWatcherInput{Secret: &api.Secret{Auth: &api.SecretAuth{
+		ClientToken: t.c.Token(), Renewable: true, LeaseDuration: int(ttl.Seconds()),
+	}}})
+	if err != nil {
+		return err
+	}
+	go w.Start()
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-w.DoneCh():
+			return err // nil when the token reached its max TTL
+		case r := <-w.RenewCh():
+			t.log.Debug("renewed the vault token", "ttl", r.Secret.Auth.LeaseDuration)
+		}
+	}
 }
 
 func (t *Transit) loginAppRole(ctx context.Context) error {

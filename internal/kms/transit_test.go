@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferrybackup/ferry/internal/transittest"
 )
@@ -105,6 +106,7 @@ func TestErrorsNameVaultAndKey(t *testing.T) {
 	if _, err := bad.Wrap(ctx, name, [][]byte{[]byte("x")}); !errors.Is(err, ErrDenied) || !strings.Contains(err.Error(), tr.c.Address()) {
 		t.Fatalf("bad token: %v", err)
 	}
+	bad.Close()
 	if srv == nil {
 		return // sealing and counting requests need the in-repo server
 	}
@@ -115,7 +117,7 @@ func TestErrorsNameVaultAndKey(t *testing.T) {
 	if !errors.Is(err, ErrSealed) || !strings.Contains(err.Error(), "unseal") {
 		t.Fatalf("sealed: %v", err)
 	}
-	if n := srv.Requests(""); n < 1 || n > 3 {
+	if n := srv.Requests("transit/decrypt/" + name); n < 1 || n > 3 {
 		t.Fatalf("sealed Vault got %d requests for one unwrap; want 1..3 (bounded retries)", n)
 	}
 	srv.Unseal()
@@ -155,5 +157,42 @@ func TestAppRoleLogin(t *testing.T) {
 	os.WriteFile(secretFile, []byte("wrong"), 0o600)
 	if _, err := New(context.Background(), Config{Address: srv.URL(), AppRoleID: "ferry", AppSecretFile: secretFile}); err == nil {
 		t.Fatal("a wrong secret id logged in")
+	}
+}
+
+// TestTokenRenewalAndRelogin: an AppRole token with a 1 s TTL and a 2 s
+// maximum is renewed, then replaced by a fresh login, so the client keeps
+// working well past both.
+func TestTokenRenewalAndRelogin(t *testing.T) {
+	srv := transittest.NewTest(t, transittest.Options{
+		AppRole:  transittest.AppRole{RoleID: "ferry", SecretID: "sid"},
+		TokenTTL: time.Second, TokenMaxTTL: 2 * time.Second,
+	})
+	secretFile := filepath.Join(t.TempDir(), "secret-id")
+	os.WriteFile(secretFile, []byte("sid"), 0o600)
+	ctx := context.Background()
+	tr, err := New(ctx, Config{Address: srv.URL(), AppRoleID: "ferry", AppSecretFile: secretFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	first := tr.c.Token()
+	root, _ := New(ctx, Config{Address: srv.URL(), Token: srv.RootToken()})
+	defer root.Close()
+	if err := root.EnsureKey(ctx, "k", "aes256-gcm96"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := tr.Wrap(ctx, "k", [][]byte{[]byte("0123456789abcdef")}); err != nil {
+			t.Fatalf("at %v: %v", time.Until(deadline), err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if srv.Requests("auth/token/renew-self") == 0 {
+		t.Fatal("the token was never renewed")
+	}
+	if tr.c.Token() == first {
+		t.Fatal("no fresh login after the token's maximum TTL")
 	}
 }
