@@ -51,6 +51,14 @@ func issueOnce(dir, name string, role pki.Role) (string, string, error) {
 	return pki.Issue(dir, pki.IssueRequest{Name: name, Role: role})
 }
 
+// devLogLevel is FERRY_LOG_LEVEL, or info.
+func devLogLevel() string {
+	if l := os.Getenv("FERRY_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "info"
+}
+
 // StartDev starts a controller, a source agent ("source", repository
 // "local") and a target agent ("target", repository "local") on loopback,
 // keeping the PKI, the controller's state and both repositories under dir
@@ -89,7 +97,7 @@ func StartDev(ctx context.Context, dir string, logOut io.Writer, kdf keys.KDFPar
 	agentCfg := func(name, role string) (*config.Agent, error) {
 		a := &config.Agent{
 			Name: name, Role: role, Listen: "127.0.0.1:0", StateDir: filepath.Join(dir, name, "state"),
-			LogLevel: "info", TLS: tlsOf(name),
+			LogLevel: devLogLevel(), TLS: tlsOf(name),
 			Repositories: []config.Repository{{Name: "local", Path: filepath.Join(dir, name, "repos", "local")}},
 		}
 		a.ApplyDefaults()
@@ -112,7 +120,7 @@ func StartDev(ctx context.Context, dir string, logOut io.Writer, kdf keys.KDFPar
 		env.Source.Stop()
 		return nil, err
 	}
-	ccfg := &config.Controller{Listen: "127.0.0.1:0", StateDir: filepath.Join(dir, "controller"), LogLevel: "info", TLS: tlsOf("controller"),
+	ccfg := &config.Controller{Listen: "127.0.0.1:0", StateDir: filepath.Join(dir, "controller"), LogLevel: devLogLevel(), TLS: tlsOf("controller"),
 		RecoveryPublicKey: os.Getenv("FERRY_RECOVERY_PUBLIC_KEY")}
 	ccfg.ApplyDefaults()
 	if err := ccfg.Validate(); err != nil {
