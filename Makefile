@@ -95,6 +95,10 @@ demo: build ## Run the main job end to end on loopback: controller and both agen
 clean: ## Remove build outputs
 	rm -rf $(BIN)
 
+.PHONY: demo-kms
+demo-kms: build ## The copy demo with KMS encryption (Transit test server, or VAULT_ADDR/VAULT_TOKEN), with a rotate + rewrap
+	deploy/demo-kms.sh
+
 .PHONY: demo-offline
 demo-offline: build ## The offline round trip: backup, incremental, verify and restore with no daemon
 	deploy/demo-offline.sh

@@ -252,6 +252,9 @@ func (s *Server) sessionKey(ctx context.Context, j catalog.Job) (newKey, error) 
 		if s.o.Transit == nil {
 			return nk, fmt.Errorf("job %s uses KMS encryption but the controller has no Vault configured", j.Name)
 		}
+		if err := s.o.Transit.CheckKey(ctx, j.KMSKey); err != nil {
+			return nk, err
+		}
 		w, err := s.o.Transit.Wrap(ctx, j.KMSKey, [][]byte{sess.Secret()})
 		if err != nil {
 			return nk, err

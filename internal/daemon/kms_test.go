@@ -78,6 +78,8 @@ func TestKMSBackupAndCopy(t *testing.T) {
 	kmsJob(&controllerv1.JobSpec{Name: "site", Kind: controllerv1.JobKind_JOB_KIND_BACKUP, Agent: "source", Repository: "local", Path: src, BlockSize: 256 << 10}, "ferry-site", "aes256-gcm96")
 	kmsJob(&controllerv1.JobSpec{Name: "offsite", Kind: controllerv1.JobKind_JOB_KIND_COPY, FromAgent: "source", FromRepository: "local", FromJob: "site",
 		ToAgent: "target", ToRepository: "local"}, "ferry-offsite", "rsa-4096")
+	kmsJob(&controllerv1.JobSpec{Name: "offsite-aes", Kind: controllerv1.JobKind_JOB_KIND_COPY, FromAgent: "source", FromRepository: "local", FromJob: "site",
+		ToAgent: "target", ToRepository: "local"}, "ferry-offsite-aes", "aes256-gcm96")
 
 	for round := range 2 {
 		if round == 1 {
@@ -85,7 +87,7 @@ func TestKMSBackupAndCopy(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		for _, j := range []string{"site", "offsite"} {
+		for _, j := range []string{"site", "offsite", "offsite-aes"} {
 			if s := runJobResult(t, c, j); s.Result != controllerv1.SessionResult_SESSION_RESULT_SUCCESS {
 				t.Fatalf("round %d, job %s: %v", round, j, s.Error)
 			}
@@ -105,6 +107,11 @@ func TestKMSBackupAndCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	datagen.SameTree(t, src, to)
+	toAES := filepath.Join(t.TempDir(), "restored-aes")
+	if _, err := c.Restore(ctx, &controllerv1.RestoreRequest{Job: "offsite-aes", Agent: "target", Path: toAES}); err != nil {
+		t.Fatal(err)
+	}
+	datagen.SameTree(t, src, toAES)
 	if v, err := c.Verify(ctx, &controllerv1.VerifyRequest{Job: "offsite"}); err != nil || len(v.Problems) > 0 {
 		t.Fatalf("verify: %v %v", v, err)
 	}
@@ -221,7 +228,7 @@ func TestKMSBackupAndCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	for _, name := range []string{"site", "offsite"} {
+	for _, name := range []string{"site", "offsite", "offsite-aes"} {
 		j, err := store.GetJob(name)
 		if err != nil {
 			t.Fatal(err)

@@ -382,3 +382,20 @@ func (t *Transit) Namespace() string { return t.c.Namespace() }
 
 // Address is the Vault address, for messages.
 func (t *Transit) Address() string { return t.c.Address() }
+
+// CheckKey makes sure the key exists, so that a deleted key fails a session
+// instead of Vault creating a new key of that name on the next encrypt.
+func (t *Transit) CheckKey(ctx context.Context, name string) error {
+	sec, err := t.c.Logical().ReadWithContext(ctx, t.mount+"/keys/"+name)
+	if err != nil {
+		var re *api.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
+			return fmt.Errorf("vault at %s: transit key %q (mount %q): %w: it was deleted; restore it in Vault, or point the job at another key with `controller job update --kms-key`", t.c.Address(), name, t.mount, ErrKeyNotFound)
+		}
+		return t.wrap(err, "read", name)
+	}
+	if sec == nil || sec.Data == nil {
+		return fmt.Errorf("vault at %s: transit key %q (mount %q): %w: it was deleted; restore it in Vault, or point the job at another key with `controller job update --kms-key`", t.c.Address(), name, t.mount, ErrKeyNotFound)
+	}
+	return nil
+}
