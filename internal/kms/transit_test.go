@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/ferrybackup/ferry/internal/transittest"
 )
 
@@ -26,7 +28,7 @@ func target(t *testing.T) (*Transit, *transittest.Server) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr.c.Sys().Mount("transit", nil)
+		tr.c.Sys().Mount("transit", &api.MountInput{Type: "transit"}) // an existing mount is fine
 		return tr, nil
 	}
 	tr, err := New(context.Background(), Config{Address: addr, Token: token})
