@@ -55,12 +55,9 @@ func sessionKey(sk *commonv1.SessionKey) (*keys.Session, error) {
 	if sk == nil || len(sk.Secret) == 0 {
 		return nil, nil
 	}
-	s, err := keys.SessionFromSecret(sk.Secret)
+	s, err := keys.SessionWithID(sk.Secret, sk.KeyId)
 	if err != nil {
 		return nil, fmt.Errorf("%w: session key: %v", errBadRequest, err)
-	}
-	if len(sk.KeyId) != keys.KeyIDSize || !s.Matches(keys.KeyID(sk.KeyId)) {
-		return nil, fmt.Errorf("%w: the session key does not match its id", errBadRequest)
 	}
 	return s, nil
 }

@@ -18,7 +18,6 @@ import (
 	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
 	"github.com/ferrybackup/ferry/internal/grant"
 	"github.com/ferrybackup/ferry/internal/keyring"
-	"github.com/ferrybackup/ferry/internal/keys"
 	"github.com/ferrybackup/ferry/internal/pki"
 	"github.com/ferrybackup/ferry/internal/repo"
 	"github.com/ferrybackup/ferry/internal/transfer"
@@ -279,14 +278,13 @@ func PointProto(backupName string, p *repo.Point) *commonv1.Point {
 func keyringFrom(sks []*commonv1.SessionKey) (*keyring.Keyring, error) {
 	kr := keyring.New()
 	for _, sk := range sks {
-		s, err := keys.SessionFromSecret(sk.Secret)
+		s, err := sessionKey(sk)
 		if err != nil {
-			return nil, fmt.Errorf("%w: session key: %v", errBadRequest, err)
+			return nil, err
 		}
-		if len(sk.KeyId) != keys.KeyIDSize || !s.Matches(keys.KeyID(sk.KeyId)) {
-			return nil, fmt.Errorf("%w: a session key does not match its id", errBadRequest)
+		if s != nil {
+			kr.AddSession(s)
 		}
-		kr.AddSession(s)
 	}
 	return kr, nil
 }

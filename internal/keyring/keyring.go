@@ -141,12 +141,9 @@ func (k *Keyring) openTransit(f *format.File, e format.KeyEntry, id keys.KeyID) 
 	if err != nil {
 		return nil, fmt.Errorf("backup file %s: %w", f.Name, err)
 	}
-	s, err := keys.SessionFromSecret(out[0])
+	s, err := keys.SessionWithID(out[0], id[:])
 	if err != nil {
-		return nil, fmt.Errorf("backup file %s: %w", f.Name, err)
-	}
-	if !s.Matches(id) {
-		return nil, fmt.Errorf("backup file %s: Vault unwrapped a secret that is not the file's", f.Name)
+		return nil, fmt.Errorf("backup file %s: Vault unwrapped a secret that is not the file's: %w", f.Name, err)
 	}
 	return s, nil
 }

@@ -86,6 +86,20 @@ func SessionFromSecret(secret []byte) (*Session, error) {
 	return s, nil
 }
 
+// SessionWithID derives the session keys of secret and checks that it is
+// the secret id names; ErrWrongKey when it is not (a wrapped form opened
+// with the wrong key, or swapped between files).
+func SessionWithID(secret []byte, id []byte) (*Session, error) {
+	s, err := SessionFromSecret(secret)
+	if err != nil {
+		return nil, err
+	}
+	if len(id) != KeyIDSize || !s.Matches(KeyID(id)) {
+		return nil, ErrWrongKey
+	}
+	return s, nil
+}
+
 // ID returns the key id of the session secret.
 func (s *Session) ID() KeyID { return s.id }
 

@@ -156,14 +156,7 @@ func (k *PasswordKey) Unwrap(e *PasswordEntry, id KeyID) (*Session, error) {
 	if err != nil {
 		return nil, ErrWrongKey
 	}
-	s, err := SessionFromSecret(secret)
-	if err != nil {
-		return nil, err
-	}
-	if !s.Matches(id) {
-		return nil, ErrWrongKey
-	}
-	return s, nil
+	return SessionWithID(secret, id[:])
 }
 
 // Marshal encodes the entry.

@@ -153,12 +153,5 @@ func (k *RecoveryPrivate) Open(entry []byte, id KeyID) (*Session, error) {
 	if err != nil {
 		return nil, ErrWrongKey
 	}
-	s, err := SessionFromSecret(secret)
-	if err != nil {
-		return nil, err
-	}
-	if !s.Matches(id) {
-		return nil, ErrWrongKey
-	}
-	return s, nil
+	return SessionWithID(secret, id[:])
 }
