@@ -1,14 +1,10 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/ferrybackup/ferry/internal/format"
 	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
-	sourcev1 "github.com/ferrybackup/ferry/internal/gen/ferry/source/v1"
-	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
-	"github.com/ferrybackup/ferry/internal/pki"
 	"github.com/ferrybackup/ferry/internal/repo"
 )
 
@@ -81,52 +77,4 @@ func rewriteKeyTables(lookup func(string) (*Repository, error), repoName, backup
 		n++
 	}
 	return n, nil
-}
-
-// GetKeyTables returns the key tables of a local backup's files.
-func (s *Source) GetKeyTables(ctx context.Context, req *sourcev1.GetKeyTablesRequest) (*sourcev1.GetKeyTablesResponse, error) {
-	if _, err := requireRole(ctx, pki.RoleController); err != nil {
-		return nil, toStatus(err)
-	}
-	ts, err := getKeyTables(s.repo, req.Repository, req.Backup)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &sourcev1.GetKeyTablesResponse{Tables: ts}, nil
-}
-
-// RewriteKeyTables replaces key tables of a local backup's files.
-func (s *Source) RewriteKeyTables(ctx context.Context, req *sourcev1.RewriteKeyTablesRequest) (*sourcev1.RewriteKeyTablesResponse, error) {
-	if _, err := requireRole(ctx, pki.RoleController); err != nil {
-		return nil, toStatus(err)
-	}
-	n, err := rewriteKeyTables(s.repo, req.Repository, req.Backup, req.Tables)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &sourcev1.RewriteKeyTablesResponse{Files: int64(n)}, nil
-}
-
-// GetKeyTables returns the key tables of a backup's files.
-func (t *Target) GetKeyTables(ctx context.Context, req *targetv1.GetKeyTablesRequest) (*targetv1.GetKeyTablesResponse, error) {
-	if _, err := requireRole(ctx, pki.RoleController); err != nil {
-		return nil, toStatus(err)
-	}
-	ts, err := getKeyTables(t.repo, req.Repository, req.Backup)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &targetv1.GetKeyTablesResponse{Tables: ts}, nil
-}
-
-// RewriteKeyTables replaces key tables of a backup's files.
-func (t *Target) RewriteKeyTables(ctx context.Context, req *targetv1.RewriteKeyTablesRequest) (*targetv1.RewriteKeyTablesResponse, error) {
-	if _, err := requireRole(ctx, pki.RoleController); err != nil {
-		return nil, toStatus(err)
-	}
-	n, err := rewriteKeyTables(t.repo, req.Repository, req.Backup, req.Tables)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &targetv1.RewriteKeyTablesResponse{Files: int64(n)}, nil
 }

@@ -42,13 +42,7 @@ func NewSource(name string, repos []*Repository, dial Dialer, log hclog.Logger) 
 	return s
 }
 
-func (s *Source) repo(name string) (*Repository, error) {
-	r, ok := s.repos[name]
-	if !ok {
-		return nil, fmt.Errorf("%w %q on agent %s", errNoRepository, name, s.name)
-	}
-	return r, nil
-}
+func (s *Source) repo(name string) (*Repository, error) { return lookupRepo(s.repos, s.name, name) }
 
 // sessionKey unwraps what the controller handed over for one session.
 func sessionKey(sk *commonv1.SessionKey) (*keys.Session, error) {
@@ -230,52 +224,4 @@ func (s *Source) copy(req *sourcev1.CopyRequest, stream sourcev1.SourceService_C
 		Stats: &commonv1.SessionStats{BytesRead: res.ReadBytes, BytesSent: res.SentBytes, BytesWritten: committed.Size,
 			Records: int64(res.Records), DurationNanos: int64(res.Duration)},
 	}, nil
-}
-
-// ListPoints lists the points of a local backup.
-func (s *Source) ListPoints(ctx context.Context, req *sourcev1.ListPointsRequest) (*sourcev1.ListPointsResponse, error) {
-	if _, err := requireRole(ctx, pki.RoleController); err != nil {
-		return nil, toStatus(err)
-	}
-	pts, err := listPoints(s.repo, req.Repository, req.Backup)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &sourcev1.ListPointsResponse{Points: pts}, nil
-}
-
-// Describe reports the agent's repositories.
-func (s *Source) Describe(ctx context.Context, _ *sourcev1.DescribeRequest) (*sourcev1.DescribeResponse, error) {
-	if _, err := requireRole(ctx, pki.RoleController); err != nil {
-		return nil, toStatus(err)
-	}
-	resp := &sourcev1.DescribeResponse{Name: s.name, Version: Version}
-	for name := range s.repos {
-		resp.Repositories = append(resp.Repositories, name)
-	}
-	return resp, nil
-}
-
-// Verify checks a chain of a local backup.
-func (s *Source) Verify(ctx context.Context, req *sourcev1.VerifyRequest) (*sourcev1.VerifyResponse, error) {
-	if _, err := requireRole(ctx, pki.RoleController); err != nil {
-		return nil, toStatus(err)
-	}
-	res, err := verifyIn(ctx, s.repo, req.Repository, req.Backup, req.PointId, req.Keyless, req.Keys)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &sourcev1.VerifyResponse{Files: int64(res.Files), Records: int64(res.Records), Bytes: res.Bytes, Problems: res.Problems}, nil
-}
-
-// Restore restores a point of a local backup on this host.
-func (s *Source) Restore(ctx context.Context, req *sourcev1.RestoreRequest) (*sourcev1.RestoreResponse, error) {
-	if _, err := requireRole(ctx, pki.RoleController); err != nil {
-		return nil, toStatus(err)
-	}
-	res, err := restoreIn(ctx, s.repo, req.Repository, req.Backup, req.PointId, req.To, req.Keys)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &sourcev1.RestoreResponse{Objects: int64(res.Objects), Bytes: res.Bytes}, nil
 }

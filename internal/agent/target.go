@@ -99,10 +99,13 @@ func requireRole(ctx context.Context, roles ...pki.Role) (pki.Identity, error) {
 	return id, fmt.Errorf("%w: %s may not call this", errWrongPeer, id)
 }
 
-func (t *Target) repo(name string) (*Repository, error) {
-	r, ok := t.repos[name]
+func (t *Target) repo(name string) (*Repository, error) { return lookupRepo(t.repos, t.name, name) }
+
+// lookupRepo finds a repository an agent serves.
+func lookupRepo(repos map[string]*Repository, agent, name string) (*Repository, error) {
+	r, ok := repos[name]
 	if !ok {
-		return nil, fmt.Errorf("%w %q on agent %s", errNoRepository, name, t.name)
+		return nil, fmt.Errorf("%w %q on agent %s", errNoRepository, name, agent)
 	}
 	return r, nil
 }
@@ -231,18 +234,6 @@ func copyID(dst *format.ID, b []byte) bool {
 	return true
 }
 
-// ListPoints lists the points of a backup.
-func (t *Target) ListPoints(ctx context.Context, req *targetv1.ListPointsRequest) (*targetv1.ListPointsResponse, error) {
-	if _, err := requireRole(ctx, pki.RoleController); err != nil {
-		return nil, toStatus(err)
-	}
-	pts, err := listPoints(t.repo, req.Repository, req.Backup)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &targetv1.ListPointsResponse{Points: pts}, nil
-}
-
 // listPoints serves both agents' ListPoints.
 func listPoints(lookup func(string) (*Repository, error), repoName, backupName string) ([]*commonv1.Point, error) {
 	r, err := lookup(repoName)
@@ -287,30 +278,6 @@ func keyringFrom(sks []*commonv1.SessionKey) (*keyring.Keyring, error) {
 		}
 	}
 	return kr, nil
-}
-
-// Verify checks a chain of a backup, keyless or with the keys handed over.
-func (t *Target) Verify(ctx context.Context, req *targetv1.VerifyRequest) (*targetv1.VerifyResponse, error) {
-	if _, err := requireRole(ctx, pki.RoleController); err != nil {
-		return nil, toStatus(err)
-	}
-	res, err := verifyIn(ctx, t.repo, req.Repository, req.Backup, req.PointId, req.Keyless, req.Keys)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &targetv1.VerifyResponse{Files: int64(res.Files), Records: int64(res.Records), Bytes: res.Bytes, Problems: res.Problems}, nil
-}
-
-// Restore restores a point on the target's host with the keys handed over.
-func (t *Target) Restore(ctx context.Context, req *targetv1.RestoreRequest) (*targetv1.RestoreResponse, error) {
-	if _, err := requireRole(ctx, pki.RoleController); err != nil {
-		return nil, toStatus(err)
-	}
-	res, err := restoreIn(ctx, t.repo, req.Repository, req.Backup, req.PointId, req.To, req.Keys)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &targetv1.RestoreResponse{Objects: int64(res.Objects), Bytes: res.Bytes}, nil
 }
 
 // verifyIn and restoreIn serve both agents' Verify and Restore.
@@ -374,18 +341,6 @@ func (t *Target) RegisterController(ctx context.Context, req *targetv1.RegisterC
 	}
 	t.log.Info("trusting a controller's grant key", "key", fmt.Sprintf("%x", key[:8]))
 	return &targetv1.RegisterControllerResponse{}, nil
-}
-
-// Describe reports the agent's repositories.
-func (t *Target) Describe(ctx context.Context, _ *targetv1.DescribeRequest) (*targetv1.DescribeResponse, error) {
-	if _, err := requireRole(ctx, pki.RoleController); err != nil {
-		return nil, toStatus(err)
-	}
-	resp := &targetv1.DescribeResponse{Name: t.name, Version: Version}
-	for _, r := range t.repos {
-		resp.Repositories = append(resp.Repositories, &targetv1.Repository{Name: r.Name, RequireEncryption: r.RequireEncryption})
-	}
-	return resp, nil
 }
 
 // Version is the agent's version, reported by Describe.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferrybackup/ferry/internal/catalog"
 	controllerv1 "github.com/ferrybackup/ferry/internal/gen/ferry/controller/v1"
+	repositoryv1 "github.com/ferrybackup/ferry/internal/gen/ferry/repository/v1"
 	sourcev1 "github.com/ferrybackup/ferry/internal/gen/ferry/source/v1"
 	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
 	"github.com/ferrybackup/ferry/internal/pki"
@@ -69,43 +70,35 @@ func (s *Server) targetClient(a catalog.Agent) (targetv1.TargetServiceClient, er
 	return targetv1.NewTargetServiceClient(c), nil
 }
 
+// repoClient returns the RepositoryService of an agent, on the same
+// connection as its own service (checked to have the agent's role).
+func (s *Server) repoClient(a catalog.Agent) (repositoryv1.RepositoryServiceClient, error) {
+	c, err := s.conn(a.Address, pki.Role(a.Role))
+	if err != nil {
+		return nil, err
+	}
+	return repositoryv1.NewRepositoryServiceClient(c), nil
+}
+
 // agentRepos asks an agent which repositories it serves, and which of
 // them require encryption.
 func (s *Server) agentRepos(ctx context.Context, a catalog.Agent) (map[string]bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.o.AgentTimeout)
 	defer cancel()
+	c, err := s.repoClient(a)
+	if err != nil {
+		return nil, err
+	}
+	d, err := c.Describe(ctx, &repositoryv1.DescribeRequest{})
+	if err != nil {
+		return nil, agentErr(a, "describe", err)
+	}
+	if d.Name != a.Name || d.Role != a.Role {
+		return nil, invalidf("the agent at %s is the %s agent %q, not the %s agent %q", a.Address, d.Role, d.Name, a.Role, a.Name)
+	}
 	out := map[string]bool{}
-	switch a.Role {
-	case "source":
-		c, err := s.sourceClient(a)
-		if err != nil {
-			return nil, err
-		}
-		d, err := c.Describe(ctx, &sourcev1.DescribeRequest{})
-		if err != nil {
-			return nil, agentErr(a, "describe", err)
-		}
-		if d.Name != a.Name {
-			return nil, invalidf("the agent at %s calls itself %q, not %q", a.Address, d.Name, a.Name)
-		}
-		for _, r := range d.Repositories {
-			out[r] = false
-		}
-	case "target":
-		c, err := s.targetClient(a)
-		if err != nil {
-			return nil, err
-		}
-		d, err := c.Describe(ctx, &targetv1.DescribeRequest{})
-		if err != nil {
-			return nil, agentErr(a, "describe", err)
-		}
-		if d.Name != a.Name {
-			return nil, invalidf("the agent at %s calls itself %q, not %q", a.Address, d.Name, a.Name)
-		}
-		for _, r := range d.Repositories {
-			out[r.Name] = r.RequireEncryption
-		}
+	for _, r := range d.Repositories {
+		out[r.Name] = r.RequireEncryption
 	}
 	return out, nil
 }

@@ -9,8 +9,7 @@ import (
 	"github.com/ferrybackup/ferry/internal/format"
 	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
 	controllerv1 "github.com/ferrybackup/ferry/internal/gen/ferry/controller/v1"
-	sourcev1 "github.com/ferrybackup/ferry/internal/gen/ferry/source/v1"
-	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
+	repositoryv1 "github.com/ferrybackup/ferry/internal/gen/ferry/repository/v1"
 	"github.com/ferrybackup/ferry/internal/keyring"
 	"github.com/ferrybackup/ferry/internal/keys"
 )
@@ -60,10 +59,15 @@ func (s *Server) RewrapKeys(ctx context.Context, req *controllerv1.RewrapKeysReq
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	tables, err := s.keyTables(ctx, a.Role, a, repoName, j.Name)
+	rc, err := s.repoClient(a)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	kresp, err := rc.GetKeyTables(ctx, &repositoryv1.GetKeyTablesRequest{Repository: repoName, Backup: j.Name})
+	if err != nil {
+		return nil, toStatus(agentErr(a, "read key tables", err))
+	}
+	tables := kresp.Tables
 	pts, err := s.store.ListPoints(j.UID)
 	if err != nil {
 		return nil, toStatus(err)
@@ -83,28 +87,11 @@ func (s *Server) RewrapKeys(ctx context.Context, req *controllerv1.RewrapKeysReq
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	var n int64
-	if a.Role == "target" {
-		c, err := s.targetClient(a)
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		resp, err := c.RewriteKeyTables(ctx, &targetv1.RewriteKeyTablesRequest{Repository: repoName, Backup: j.Name, Tables: updates})
-		if err != nil {
-			return nil, toStatus(agentErr(a, "rewrite key tables", err))
-		}
-		n = resp.Files
-	} else {
-		c, err := s.sourceClient(a)
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		resp, err := c.RewriteKeyTables(ctx, &sourcev1.RewriteKeyTablesRequest{Repository: repoName, Backup: j.Name, Tables: updates})
-		if err != nil {
-			return nil, toStatus(agentErr(a, "rewrite key tables", err))
-		}
-		n = resp.Files
+	wresp, err := rc.RewriteKeyTables(ctx, &repositoryv1.RewriteKeyTablesRequest{Repository: repoName, Backup: j.Name, Tables: updates})
+	if err != nil {
+		return nil, toStatus(agentErr(a, "rewrite key tables", err))
 	}
+	n := wresp.Files
 	for _, p := range changed {
 		if err := s.store.PutPoint(p); err != nil {
 			return nil, toStatus(err)
@@ -112,30 +99,6 @@ func (s *Server) RewrapKeys(ctx context.Context, req *controllerv1.RewrapKeysReq
 	}
 	s.log.Info("rewrapped the session secrets of a job", "job", j.Name, "files", n)
 	return &controllerv1.RewrapKeysResponse{Files: n}, nil
-}
-
-// keyTables fetches the key tables of a job's files from the agent.
-func (s *Server) keyTables(ctx context.Context, role string, a catalog.Agent, repoName, backupName string) ([]*commonv1.FileKeyTable, error) {
-	if role == "target" {
-		c, err := s.targetClient(a)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := c.GetKeyTables(ctx, &targetv1.GetKeyTablesRequest{Repository: repoName, Backup: backupName})
-		if err != nil {
-			return nil, agentErr(a, "read key tables", err)
-		}
-		return resp.Tables, nil
-	}
-	c, err := s.sourceClient(a)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.GetKeyTables(ctx, &sourcev1.GetKeyTablesRequest{Repository: repoName, Backup: backupName})
-	if err != nil {
-		return nil, agentErr(a, "read key tables", err)
-	}
-	return resp.Tables, nil
 }
 
 func parseTable(t *commonv1.FileKeyTable) (*format.KeyTable, error) {

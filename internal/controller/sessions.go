@@ -17,6 +17,7 @@ import (
 	"github.com/ferrybackup/ferry/internal/format"
 	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
 	controllerv1 "github.com/ferrybackup/ferry/internal/gen/ferry/controller/v1"
+	repositoryv1 "github.com/ferrybackup/ferry/internal/gen/ferry/repository/v1"
 	sourcev1 "github.com/ferrybackup/ferry/internal/gen/ferry/source/v1"
 	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
 	"github.com/ferrybackup/ferry/internal/keyring"
@@ -767,30 +768,16 @@ func (s *Server) Restore(ctx context.Context, req *controllerv1.RestoreRequest) 
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	var objects, nbytes int64
-	if a.Role == "target" {
-		c, err := s.targetClient(a)
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		r, err := c.Restore(ctx, &targetv1.RestoreRequest{Repository: repoName, Backup: j.Name, PointId: p.FileID, To: req.Path, Keys: ks})
-		if err != nil {
-			return nil, toStatus(agentErr(a, "restore", err))
-		}
-		objects, nbytes = r.Objects, r.Bytes
-	} else {
-		c, err := s.sourceClient(a)
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		r, err := c.Restore(ctx, &sourcev1.RestoreRequest{Repository: repoName, Backup: j.Name, PointId: p.FileID, To: req.Path, Keys: ks})
-		if err != nil {
-			return nil, toStatus(agentErr(a, "restore", err))
-		}
-		objects, nbytes = r.Objects, r.Bytes
+	rc, err := s.repoClient(a)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	r, err := rc.Restore(ctx, &repositoryv1.RestoreRequest{Repository: repoName, Backup: j.Name, PointId: p.FileID, To: req.Path, Keys: ks})
+	if err != nil {
+		return nil, toStatus(agentErr(a, "restore", err))
 	}
 	s.log.Info("restored", "job", j.Name, "point", hex.EncodeToString(p.FileID), "agent", a.Name, "path", req.Path)
-	return &controllerv1.RestoreResponse{Objects: objects, Bytes: nbytes}, nil
+	return &controllerv1.RestoreResponse{Objects: r.Objects, Bytes: r.Bytes}, nil
 }
 
 // Verify verifies a job's chain on the agent that holds it; keyless needs
@@ -821,22 +808,11 @@ func (s *Server) Verify(ctx context.Context, req *controllerv1.VerifyRequest) (*
 			return nil, toStatus(err)
 		}
 	}
-	if a.Role == "target" {
-		c, err := s.targetClient(a)
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		r, err := c.Verify(ctx, &targetv1.VerifyRequest{Repository: repoName, Backup: j.Name, PointId: point, Keyless: req.Keyless, Keys: ks})
-		if err != nil {
-			return nil, toStatus(agentErr(a, "verify", err))
-		}
-		return &controllerv1.VerifyResponse{Files: r.Files, Records: r.Records, Bytes: r.Bytes, Problems: r.Problems}, nil
-	}
-	c, err := s.sourceClient(a)
+	rc, err := s.repoClient(a)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	r, err := c.Verify(ctx, &sourcev1.VerifyRequest{Repository: repoName, Backup: j.Name, PointId: point, Keyless: req.Keyless, Keys: ks})
+	r, err := rc.Verify(ctx, &repositoryv1.VerifyRequest{Repository: repoName, Backup: j.Name, PointId: point, Keyless: req.Keyless, Keys: ks})
 	if err != nil {
 		return nil, toStatus(agentErr(a, "verify", err))
 	}

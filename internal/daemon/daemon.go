@@ -18,6 +18,7 @@ import (
 	"github.com/ferrybackup/ferry/internal/agent"
 	"github.com/ferrybackup/ferry/internal/config"
 	"github.com/ferrybackup/ferry/internal/controller"
+	repositoryv1 "github.com/ferrybackup/ferry/internal/gen/ferry/repository/v1"
 	sourcev1 "github.com/ferrybackup/ferry/internal/gen/ferry/source/v1"
 	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
 	"github.com/ferrybackup/ferry/internal/keys"
@@ -109,6 +110,7 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 	// handlers still run to the end, so a transfer removes its partial file.
 	opts := append(agent.ServerOptions(), grpc.Creds(credentials.NewTLS(stls)), grpc.WaitForHandlers(true))
 	g := grpc.NewServer(opts...)
+	repositoryv1.RegisterRepositoryServiceServer(g, agent.NewRepositories(cfg.Name, cfg.Role, repos))
 	switch cfg.Role {
 	case config.RoleSource:
 		dial := func(ctx context.Context, addr string, role pki.Role) (*grpc.ClientConn, error) {

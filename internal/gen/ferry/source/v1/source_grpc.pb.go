@@ -19,14 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SourceService_Backup_FullMethodName           = "/ferry.source.v1.SourceService/Backup"
-	SourceService_Copy_FullMethodName             = "/ferry.source.v1.SourceService/Copy"
-	SourceService_ListPoints_FullMethodName       = "/ferry.source.v1.SourceService/ListPoints"
-	SourceService_Describe_FullMethodName         = "/ferry.source.v1.SourceService/Describe"
-	SourceService_Verify_FullMethodName           = "/ferry.source.v1.SourceService/Verify"
-	SourceService_Restore_FullMethodName          = "/ferry.source.v1.SourceService/Restore"
-	SourceService_GetKeyTables_FullMethodName     = "/ferry.source.v1.SourceService/GetKeyTables"
-	SourceService_RewriteKeyTables_FullMethodName = "/ferry.source.v1.SourceService/RewriteKeyTables"
+	SourceService_Backup_FullMethodName = "/ferry.source.v1.SourceService/Backup"
+	SourceService_Copy_FullMethodName   = "/ferry.source.v1.SourceService/Copy"
 )
 
 // SourceServiceClient is the client API for SourceService service.
@@ -34,6 +28,7 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // SourceService runs on the source agent and is called by the controller.
+// The calls on its repositories are ferry.repository.v1.RepositoryService.
 type SourceServiceClient interface {
 	// Backup makes a restore point of a local path in one of the agent's
 	// repositories, encrypted with the session key the controller hands over.
@@ -41,21 +36,6 @@ type SourceServiceClient interface {
 	// Copy sends a restore point of a local backup to a target agent as one
 	// backup file, re-sealed under the copy session's key.
 	Copy(ctx context.Context, in *CopyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CopyResponse], error)
-	// ListPoints lists the restore points of a local backup.
-	ListPoints(ctx context.Context, in *ListPointsRequest, opts ...grpc.CallOption) (*ListPointsResponse, error)
-	// Describe reports the agent's repositories.
-	Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error)
-	// Verify checks a chain of a local backup, keyless or with the session
-	// keys handed over for this call only.
-	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
-	// Restore restores a point of a local backup on the agent's host, with
-	// the session keys handed over for this call only.
-	Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (*RestoreResponse, error)
-	// GetKeyTables returns the key tables of a backup's files.
-	GetKeyTables(ctx context.Context, in *GetKeyTablesRequest, opts ...grpc.CallOption) (*GetKeyTablesResponse, error)
-	// RewriteKeyTables replaces the key tables of files in place (journaled,
-	// atomic per file), never touching their records: key rotation.
-	RewriteKeyTables(ctx context.Context, in *RewriteKeyTablesRequest, opts ...grpc.CallOption) (*RewriteKeyTablesResponse, error)
 }
 
 type sourceServiceClient struct {
@@ -104,71 +84,12 @@ func (c *sourceServiceClient) Copy(ctx context.Context, in *CopyRequest, opts ..
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SourceService_CopyClient = grpc.ServerStreamingClient[CopyResponse]
 
-func (c *sourceServiceClient) ListPoints(ctx context.Context, in *ListPointsRequest, opts ...grpc.CallOption) (*ListPointsResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ListPointsResponse)
-	err := c.cc.Invoke(ctx, SourceService_ListPoints_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *sourceServiceClient) Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(DescribeResponse)
-	err := c.cc.Invoke(ctx, SourceService_Describe_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *sourceServiceClient) Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(VerifyResponse)
-	err := c.cc.Invoke(ctx, SourceService_Verify_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *sourceServiceClient) Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (*RestoreResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(RestoreResponse)
-	err := c.cc.Invoke(ctx, SourceService_Restore_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *sourceServiceClient) GetKeyTables(ctx context.Context, in *GetKeyTablesRequest, opts ...grpc.CallOption) (*GetKeyTablesResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(GetKeyTablesResponse)
-	err := c.cc.Invoke(ctx, SourceService_GetKeyTables_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *sourceServiceClient) RewriteKeyTables(ctx context.Context, in *RewriteKeyTablesRequest, opts ...grpc.CallOption) (*RewriteKeyTablesResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(RewriteKeyTablesResponse)
-	err := c.cc.Invoke(ctx, SourceService_RewriteKeyTables_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 // SourceServiceServer is the server API for SourceService service.
 // All implementations must embed UnimplementedSourceServiceServer
 // for forward compatibility.
 //
 // SourceService runs on the source agent and is called by the controller.
+// The calls on its repositories are ferry.repository.v1.RepositoryService.
 type SourceServiceServer interface {
 	// Backup makes a restore point of a local path in one of the agent's
 	// repositories, encrypted with the session key the controller hands over.
@@ -176,21 +97,6 @@ type SourceServiceServer interface {
 	// Copy sends a restore point of a local backup to a target agent as one
 	// backup file, re-sealed under the copy session's key.
 	Copy(*CopyRequest, grpc.ServerStreamingServer[CopyResponse]) error
-	// ListPoints lists the restore points of a local backup.
-	ListPoints(context.Context, *ListPointsRequest) (*ListPointsResponse, error)
-	// Describe reports the agent's repositories.
-	Describe(context.Context, *DescribeRequest) (*DescribeResponse, error)
-	// Verify checks a chain of a local backup, keyless or with the session
-	// keys handed over for this call only.
-	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
-	// Restore restores a point of a local backup on the agent's host, with
-	// the session keys handed over for this call only.
-	Restore(context.Context, *RestoreRequest) (*RestoreResponse, error)
-	// GetKeyTables returns the key tables of a backup's files.
-	GetKeyTables(context.Context, *GetKeyTablesRequest) (*GetKeyTablesResponse, error)
-	// RewriteKeyTables replaces the key tables of files in place (journaled,
-	// atomic per file), never touching their records: key rotation.
-	RewriteKeyTables(context.Context, *RewriteKeyTablesRequest) (*RewriteKeyTablesResponse, error)
 	mustEmbedUnimplementedSourceServiceServer()
 }
 
@@ -206,24 +112,6 @@ func (UnimplementedSourceServiceServer) Backup(*BackupRequest, grpc.ServerStream
 }
 func (UnimplementedSourceServiceServer) Copy(*CopyRequest, grpc.ServerStreamingServer[CopyResponse]) error {
 	return status.Error(codes.Unimplemented, "method Copy not implemented")
-}
-func (UnimplementedSourceServiceServer) ListPoints(context.Context, *ListPointsRequest) (*ListPointsResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method ListPoints not implemented")
-}
-func (UnimplementedSourceServiceServer) Describe(context.Context, *DescribeRequest) (*DescribeResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method Describe not implemented")
-}
-func (UnimplementedSourceServiceServer) Verify(context.Context, *VerifyRequest) (*VerifyResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
-}
-func (UnimplementedSourceServiceServer) Restore(context.Context, *RestoreRequest) (*RestoreResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method Restore not implemented")
-}
-func (UnimplementedSourceServiceServer) GetKeyTables(context.Context, *GetKeyTablesRequest) (*GetKeyTablesResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method GetKeyTables not implemented")
-}
-func (UnimplementedSourceServiceServer) RewriteKeyTables(context.Context, *RewriteKeyTablesRequest) (*RewriteKeyTablesResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method RewriteKeyTables not implemented")
 }
 func (UnimplementedSourceServiceServer) mustEmbedUnimplementedSourceServiceServer() {}
 func (UnimplementedSourceServiceServer) testEmbeddedByValue()                       {}
@@ -268,146 +156,13 @@ func _SourceService_Copy_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SourceService_CopyServer = grpc.ServerStreamingServer[CopyResponse]
 
-func _SourceService_ListPoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ListPointsRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(SourceServiceServer).ListPoints(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: SourceService_ListPoints_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SourceServiceServer).ListPoints(ctx, req.(*ListPointsRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _SourceService_Describe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(DescribeRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(SourceServiceServer).Describe(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: SourceService_Describe_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SourceServiceServer).Describe(ctx, req.(*DescribeRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _SourceService_Verify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(VerifyRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(SourceServiceServer).Verify(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: SourceService_Verify_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SourceServiceServer).Verify(ctx, req.(*VerifyRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _SourceService_Restore_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(RestoreRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(SourceServiceServer).Restore(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: SourceService_Restore_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SourceServiceServer).Restore(ctx, req.(*RestoreRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _SourceService_GetKeyTables_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(GetKeyTablesRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(SourceServiceServer).GetKeyTables(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: SourceService_GetKeyTables_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SourceServiceServer).GetKeyTables(ctx, req.(*GetKeyTablesRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _SourceService_RewriteKeyTables_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(RewriteKeyTablesRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(SourceServiceServer).RewriteKeyTables(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: SourceService_RewriteKeyTables_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SourceServiceServer).RewriteKeyTables(ctx, req.(*RewriteKeyTablesRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 // SourceService_ServiceDesc is the grpc.ServiceDesc for SourceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var SourceService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "ferry.source.v1.SourceService",
 	HandlerType: (*SourceServiceServer)(nil),
-	Methods: []grpc.MethodDesc{
-		{
-			MethodName: "ListPoints",
-			Handler:    _SourceService_ListPoints_Handler,
-		},
-		{
-			MethodName: "Describe",
-			Handler:    _SourceService_Describe_Handler,
-		},
-		{
-			MethodName: "Verify",
-			Handler:    _SourceService_Verify_Handler,
-		},
-		{
-			MethodName: "Restore",
-			Handler:    _SourceService_Restore_Handler,
-		},
-		{
-			MethodName: "GetKeyTables",
-			Handler:    _SourceService_GetKeyTables_Handler,
-		},
-		{
-			MethodName: "RewriteKeyTables",
-			Handler:    _SourceService_RewriteKeyTables_Handler,
-		},
-	},
+	Methods:     []grpc.MethodDesc{},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Backup",

@@ -648,522 +648,6 @@ func (x *Grant) GetExpiresUnix() int64 {
 	return 0
 }
 
-type ListPointsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
-	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ListPointsRequest) Reset() {
-	*x = ListPointsRequest{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[9]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListPointsRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListPointsRequest) ProtoMessage() {}
-
-func (x *ListPointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[9]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ListPointsRequest.ProtoReflect.Descriptor instead.
-func (*ListPointsRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{9}
-}
-
-func (x *ListPointsRequest) GetRepository() string {
-	if x != nil {
-		return x.Repository
-	}
-	return ""
-}
-
-func (x *ListPointsRequest) GetBackup() string {
-	if x != nil {
-		return x.Backup
-	}
-	return ""
-}
-
-type ListPointsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Points        []*v1.Point            `protobuf:"bytes,1,rep,name=points,proto3" json:"points,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ListPointsResponse) Reset() {
-	*x = ListPointsResponse{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[10]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListPointsResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListPointsResponse) ProtoMessage() {}
-
-func (x *ListPointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[10]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ListPointsResponse.ProtoReflect.Descriptor instead.
-func (*ListPointsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{10}
-}
-
-func (x *ListPointsResponse) GetPoints() []*v1.Point {
-	if x != nil {
-		return x.Points
-	}
-	return nil
-}
-
-type VerifyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
-	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
-	PointId       []byte                 `protobuf:"bytes,3,opt,name=point_id,json=pointId,proto3" json:"point_id,omitempty"`
-	Keyless       bool                   `protobuf:"varint,4,opt,name=keyless,proto3" json:"keyless,omitempty"`
-	Keys          []*v1.SessionKey       `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *VerifyRequest) Reset() {
-	*x = VerifyRequest{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[11]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *VerifyRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*VerifyRequest) ProtoMessage() {}
-
-func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[11]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
-func (*VerifyRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{11}
-}
-
-func (x *VerifyRequest) GetRepository() string {
-	if x != nil {
-		return x.Repository
-	}
-	return ""
-}
-
-func (x *VerifyRequest) GetBackup() string {
-	if x != nil {
-		return x.Backup
-	}
-	return ""
-}
-
-func (x *VerifyRequest) GetPointId() []byte {
-	if x != nil {
-		return x.PointId
-	}
-	return nil
-}
-
-func (x *VerifyRequest) GetKeyless() bool {
-	if x != nil {
-		return x.Keyless
-	}
-	return false
-}
-
-func (x *VerifyRequest) GetKeys() []*v1.SessionKey {
-	if x != nil {
-		return x.Keys
-	}
-	return nil
-}
-
-type VerifyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Files         int64                  `protobuf:"varint,1,opt,name=files,proto3" json:"files,omitempty"`
-	Records       int64                  `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
-	Bytes         int64                  `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
-	Problems      []string               `protobuf:"bytes,4,rep,name=problems,proto3" json:"problems,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *VerifyResponse) Reset() {
-	*x = VerifyResponse{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[12]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *VerifyResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*VerifyResponse) ProtoMessage() {}
-
-func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[12]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
-func (*VerifyResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{12}
-}
-
-func (x *VerifyResponse) GetFiles() int64 {
-	if x != nil {
-		return x.Files
-	}
-	return 0
-}
-
-func (x *VerifyResponse) GetRecords() int64 {
-	if x != nil {
-		return x.Records
-	}
-	return 0
-}
-
-func (x *VerifyResponse) GetBytes() int64 {
-	if x != nil {
-		return x.Bytes
-	}
-	return 0
-}
-
-func (x *VerifyResponse) GetProblems() []string {
-	if x != nil {
-		return x.Problems
-	}
-	return nil
-}
-
-type RestoreRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
-	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
-	PointId       []byte                 `protobuf:"bytes,3,opt,name=point_id,json=pointId,proto3" json:"point_id,omitempty"`
-	To            string                 `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
-	Keys          []*v1.SessionKey       `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *RestoreRequest) Reset() {
-	*x = RestoreRequest{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[13]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *RestoreRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*RestoreRequest) ProtoMessage() {}
-
-func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[13]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
-func (*RestoreRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{13}
-}
-
-func (x *RestoreRequest) GetRepository() string {
-	if x != nil {
-		return x.Repository
-	}
-	return ""
-}
-
-func (x *RestoreRequest) GetBackup() string {
-	if x != nil {
-		return x.Backup
-	}
-	return ""
-}
-
-func (x *RestoreRequest) GetPointId() []byte {
-	if x != nil {
-		return x.PointId
-	}
-	return nil
-}
-
-func (x *RestoreRequest) GetTo() string {
-	if x != nil {
-		return x.To
-	}
-	return ""
-}
-
-func (x *RestoreRequest) GetKeys() []*v1.SessionKey {
-	if x != nil {
-		return x.Keys
-	}
-	return nil
-}
-
-type RestoreResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Objects       int64                  `protobuf:"varint,1,opt,name=objects,proto3" json:"objects,omitempty"`
-	Bytes         int64                  `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *RestoreResponse) Reset() {
-	*x = RestoreResponse{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[14]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *RestoreResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*RestoreResponse) ProtoMessage() {}
-
-func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[14]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
-func (*RestoreResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{14}
-}
-
-func (x *RestoreResponse) GetObjects() int64 {
-	if x != nil {
-		return x.Objects
-	}
-	return 0
-}
-
-func (x *RestoreResponse) GetBytes() int64 {
-	if x != nil {
-		return x.Bytes
-	}
-	return 0
-}
-
-type DescribeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *DescribeRequest) Reset() {
-	*x = DescribeRequest{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[15]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *DescribeRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*DescribeRequest) ProtoMessage() {}
-
-func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[15]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use DescribeRequest.ProtoReflect.Descriptor instead.
-func (*DescribeRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{15}
-}
-
-type DescribeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	Repositories  []*Repository          `protobuf:"bytes,3,rep,name=repositories,proto3" json:"repositories,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *DescribeResponse) Reset() {
-	*x = DescribeResponse{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[16]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *DescribeResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*DescribeResponse) ProtoMessage() {}
-
-func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[16]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use DescribeResponse.ProtoReflect.Descriptor instead.
-func (*DescribeResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{16}
-}
-
-func (x *DescribeResponse) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *DescribeResponse) GetVersion() string {
-	if x != nil {
-		return x.Version
-	}
-	return ""
-}
-
-func (x *DescribeResponse) GetRepositories() []*Repository {
-	if x != nil {
-		return x.Repositories
-	}
-	return nil
-}
-
-type Repository struct {
-	state             protoimpl.MessageState `protogen:"open.v1"`
-	Name              string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	RequireEncryption bool                   `protobuf:"varint,2,opt,name=require_encryption,json=requireEncryption,proto3" json:"require_encryption,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
-}
-
-func (x *Repository) Reset() {
-	*x = Repository{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[17]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Repository) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Repository) ProtoMessage() {}
-
-func (x *Repository) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[17]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Repository.ProtoReflect.Descriptor instead.
-func (*Repository) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{17}
-}
-
-func (x *Repository) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *Repository) GetRequireEncryption() bool {
-	if x != nil {
-		return x.RequireEncryption
-	}
-	return false
-}
-
 type RegisterControllerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Ed25519 public key, 32 bytes.
@@ -1174,7 +658,7 @@ type RegisterControllerRequest struct {
 
 func (x *RegisterControllerRequest) Reset() {
 	*x = RegisterControllerRequest{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[18]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +670,7 @@ func (x *RegisterControllerRequest) String() string {
 func (*RegisterControllerRequest) ProtoMessage() {}
 
 func (x *RegisterControllerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[18]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +683,7 @@ func (x *RegisterControllerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterControllerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterControllerRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{18}
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RegisterControllerRequest) GetGrantPublicKey() []byte {
@@ -1217,7 +701,7 @@ type RegisterControllerResponse struct {
 
 func (x *RegisterControllerResponse) Reset() {
 	*x = RegisterControllerResponse{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[19]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +713,7 @@ func (x *RegisterControllerResponse) String() string {
 func (*RegisterControllerResponse) ProtoMessage() {}
 
 func (x *RegisterControllerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[19]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,207 +726,7 @@ func (x *RegisterControllerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterControllerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterControllerResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{19}
-}
-
-type GetKeyTablesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
-	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *GetKeyTablesRequest) Reset() {
-	*x = GetKeyTablesRequest{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[20]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *GetKeyTablesRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*GetKeyTablesRequest) ProtoMessage() {}
-
-func (x *GetKeyTablesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[20]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use GetKeyTablesRequest.ProtoReflect.Descriptor instead.
-func (*GetKeyTablesRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{20}
-}
-
-func (x *GetKeyTablesRequest) GetRepository() string {
-	if x != nil {
-		return x.Repository
-	}
-	return ""
-}
-
-func (x *GetKeyTablesRequest) GetBackup() string {
-	if x != nil {
-		return x.Backup
-	}
-	return ""
-}
-
-type GetKeyTablesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tables        []*v1.FileKeyTable     `protobuf:"bytes,1,rep,name=tables,proto3" json:"tables,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *GetKeyTablesResponse) Reset() {
-	*x = GetKeyTablesResponse{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[21]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *GetKeyTablesResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*GetKeyTablesResponse) ProtoMessage() {}
-
-func (x *GetKeyTablesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[21]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use GetKeyTablesResponse.ProtoReflect.Descriptor instead.
-func (*GetKeyTablesResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{21}
-}
-
-func (x *GetKeyTablesResponse) GetTables() []*v1.FileKeyTable {
-	if x != nil {
-		return x.Tables
-	}
-	return nil
-}
-
-type RewriteKeyTablesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
-	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
-	Tables        []*v1.FileKeyTable     `protobuf:"bytes,3,rep,name=tables,proto3" json:"tables,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *RewriteKeyTablesRequest) Reset() {
-	*x = RewriteKeyTablesRequest{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[22]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *RewriteKeyTablesRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*RewriteKeyTablesRequest) ProtoMessage() {}
-
-func (x *RewriteKeyTablesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[22]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use RewriteKeyTablesRequest.ProtoReflect.Descriptor instead.
-func (*RewriteKeyTablesRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{22}
-}
-
-func (x *RewriteKeyTablesRequest) GetRepository() string {
-	if x != nil {
-		return x.Repository
-	}
-	return ""
-}
-
-func (x *RewriteKeyTablesRequest) GetBackup() string {
-	if x != nil {
-		return x.Backup
-	}
-	return ""
-}
-
-func (x *RewriteKeyTablesRequest) GetTables() []*v1.FileKeyTable {
-	if x != nil {
-		return x.Tables
-	}
-	return nil
-}
-
-type RewriteKeyTablesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Files         int64                  `protobuf:"varint,1,opt,name=files,proto3" json:"files,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *RewriteKeyTablesResponse) Reset() {
-	*x = RewriteKeyTablesResponse{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[23]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *RewriteKeyTablesResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*RewriteKeyTablesResponse) ProtoMessage() {}
-
-func (x *RewriteKeyTablesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[23]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use RewriteKeyTablesResponse.ProtoReflect.Descriptor instead.
-func (*RewriteKeyTablesResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{23}
-}
-
-func (x *RewriteKeyTablesResponse) GetFiles() int64 {
-	if x != nil {
-		return x.Files
-	}
-	return 0
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{10}
 }
 
 var File_ferry_target_v1_target_proto protoreflect.FileDescriptor
@@ -1492,74 +776,12 @@ const file_ferry_target_v1_target_proto_rawDesc = "" +
 	"\bsequence\x18\b \x01(\rR\bsequence\x12!\n" +
 	"\fsource_agent\x18\t \x01(\tR\vsourceAgent\x12!\n" +
 	"\fexpires_unix\x18\n" +
-	" \x01(\x03R\vexpiresUnix\"K\n" +
-	"\x11ListPointsRequest\x12\x1e\n" +
-	"\n" +
-	"repository\x18\x01 \x01(\tR\n" +
-	"repository\x12\x16\n" +
-	"\x06backup\x18\x02 \x01(\tR\x06backup\"D\n" +
-	"\x12ListPointsResponse\x12.\n" +
-	"\x06points\x18\x01 \x03(\v2\x16.ferry.common.v1.PointR\x06points\"\xad\x01\n" +
-	"\rVerifyRequest\x12\x1e\n" +
-	"\n" +
-	"repository\x18\x01 \x01(\tR\n" +
-	"repository\x12\x16\n" +
-	"\x06backup\x18\x02 \x01(\tR\x06backup\x12\x19\n" +
-	"\bpoint_id\x18\x03 \x01(\fR\apointId\x12\x18\n" +
-	"\akeyless\x18\x04 \x01(\bR\akeyless\x12/\n" +
-	"\x04keys\x18\x05 \x03(\v2\x1b.ferry.common.v1.SessionKeyR\x04keys\"r\n" +
-	"\x0eVerifyResponse\x12\x14\n" +
-	"\x05files\x18\x01 \x01(\x03R\x05files\x12\x18\n" +
-	"\arecords\x18\x02 \x01(\x03R\arecords\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x1a\n" +
-	"\bproblems\x18\x04 \x03(\tR\bproblems\"\xa4\x01\n" +
-	"\x0eRestoreRequest\x12\x1e\n" +
-	"\n" +
-	"repository\x18\x01 \x01(\tR\n" +
-	"repository\x12\x16\n" +
-	"\x06backup\x18\x02 \x01(\tR\x06backup\x12\x19\n" +
-	"\bpoint_id\x18\x03 \x01(\fR\apointId\x12\x0e\n" +
-	"\x02to\x18\x04 \x01(\tR\x02to\x12/\n" +
-	"\x04keys\x18\x05 \x03(\v2\x1b.ferry.common.v1.SessionKeyR\x04keys\"A\n" +
-	"\x0fRestoreResponse\x12\x18\n" +
-	"\aobjects\x18\x01 \x01(\x03R\aobjects\x12\x14\n" +
-	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\"\x11\n" +
-	"\x0fDescribeRequest\"\x81\x01\n" +
-	"\x10DescribeResponse\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\tR\aversion\x12?\n" +
-	"\frepositories\x18\x03 \x03(\v2\x1b.ferry.target.v1.RepositoryR\frepositories\"O\n" +
-	"\n" +
-	"Repository\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
-	"\x12require_encryption\x18\x02 \x01(\bR\x11requireEncryption\"E\n" +
+	" \x01(\x03R\vexpiresUnix\"E\n" +
 	"\x19RegisterControllerRequest\x12(\n" +
 	"\x10grant_public_key\x18\x01 \x01(\fR\x0egrantPublicKey\"\x1c\n" +
-	"\x1aRegisterControllerResponse\"M\n" +
-	"\x13GetKeyTablesRequest\x12\x1e\n" +
-	"\n" +
-	"repository\x18\x01 \x01(\tR\n" +
-	"repository\x12\x16\n" +
-	"\x06backup\x18\x02 \x01(\tR\x06backup\"M\n" +
-	"\x14GetKeyTablesResponse\x125\n" +
-	"\x06tables\x18\x01 \x03(\v2\x1d.ferry.common.v1.FileKeyTableR\x06tables\"\x88\x01\n" +
-	"\x17RewriteKeyTablesRequest\x12\x1e\n" +
-	"\n" +
-	"repository\x18\x01 \x01(\tR\n" +
-	"repository\x12\x16\n" +
-	"\x06backup\x18\x02 \x01(\tR\x06backup\x125\n" +
-	"\x06tables\x18\x03 \x03(\v2\x1d.ferry.common.v1.FileKeyTableR\x06tables\"0\n" +
-	"\x18RewriteKeyTablesResponse\x12\x14\n" +
-	"\x05files\x18\x01 \x01(\x03R\x05files2\xda\x05\n" +
+	"\x1aRegisterControllerResponse2\xd3\x01\n" +
 	"\rTargetService\x12S\n" +
-	"\bTransfer\x12 .ferry.target.v1.TransferRequest\x1a!.ferry.target.v1.TransferResponse(\x010\x01\x12U\n" +
-	"\n" +
-	"ListPoints\x12\".ferry.target.v1.ListPointsRequest\x1a#.ferry.target.v1.ListPointsResponse\x12I\n" +
-	"\x06Verify\x12\x1e.ferry.target.v1.VerifyRequest\x1a\x1f.ferry.target.v1.VerifyResponse\x12L\n" +
-	"\aRestore\x12\x1f.ferry.target.v1.RestoreRequest\x1a .ferry.target.v1.RestoreResponse\x12[\n" +
-	"\fGetKeyTables\x12$.ferry.target.v1.GetKeyTablesRequest\x1a%.ferry.target.v1.GetKeyTablesResponse\x12g\n" +
-	"\x10RewriteKeyTables\x12(.ferry.target.v1.RewriteKeyTablesRequest\x1a).ferry.target.v1.RewriteKeyTablesResponse\x12O\n" +
-	"\bDescribe\x12 .ferry.target.v1.DescribeRequest\x1a!.ferry.target.v1.DescribeResponse\x12m\n" +
+	"\bTransfer\x12 .ferry.target.v1.TransferRequest\x1a!.ferry.target.v1.TransferResponse(\x010\x01\x12m\n" +
 	"\x12RegisterController\x12*.ferry.target.v1.RegisterControllerRequest\x1a+.ferry.target.v1.RegisterControllerResponseB\xc4\x01\n" +
 	"\x13com.ferry.target.v1B\vTargetProtoP\x01ZBgithub.com/ferrybackup/ferry/internal/gen/ferry/target/v1;targetv1\xa2\x02\x03FTX\xaa\x02\x0fFerry.Target.V1\xca\x02\x0fFerry\\Target\\V1\xe2\x02\x1bFerry\\Target\\V1\\GPBMetadata\xea\x02\x11Ferry::Target::V1b\x06proto3"
 
@@ -1575,7 +797,7 @@ func file_ferry_target_v1_target_proto_rawDescGZIP() []byte {
 	return file_ferry_target_v1_target_proto_rawDescData
 }
 
-var file_ferry_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_ferry_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_ferry_target_v1_target_proto_goTypes = []any{
 	(*TransferRequest)(nil),            // 0: ferry.target.v1.TransferRequest
 	(*TransferOpen)(nil),               // 1: ferry.target.v1.TransferOpen
@@ -1586,25 +808,9 @@ var file_ferry_target_v1_target_proto_goTypes = []any{
 	(*TransferAccepted)(nil),           // 6: ferry.target.v1.TransferAccepted
 	(*TransferCommitted)(nil),          // 7: ferry.target.v1.TransferCommitted
 	(*Grant)(nil),                      // 8: ferry.target.v1.Grant
-	(*ListPointsRequest)(nil),          // 9: ferry.target.v1.ListPointsRequest
-	(*ListPointsResponse)(nil),         // 10: ferry.target.v1.ListPointsResponse
-	(*VerifyRequest)(nil),              // 11: ferry.target.v1.VerifyRequest
-	(*VerifyResponse)(nil),             // 12: ferry.target.v1.VerifyResponse
-	(*RestoreRequest)(nil),             // 13: ferry.target.v1.RestoreRequest
-	(*RestoreResponse)(nil),            // 14: ferry.target.v1.RestoreResponse
-	(*DescribeRequest)(nil),            // 15: ferry.target.v1.DescribeRequest
-	(*DescribeResponse)(nil),           // 16: ferry.target.v1.DescribeResponse
-	(*Repository)(nil),                 // 17: ferry.target.v1.Repository
-	(*RegisterControllerRequest)(nil),  // 18: ferry.target.v1.RegisterControllerRequest
-	(*RegisterControllerResponse)(nil), // 19: ferry.target.v1.RegisterControllerResponse
-	(*GetKeyTablesRequest)(nil),        // 20: ferry.target.v1.GetKeyTablesRequest
-	(*GetKeyTablesResponse)(nil),       // 21: ferry.target.v1.GetKeyTablesResponse
-	(*RewriteKeyTablesRequest)(nil),    // 22: ferry.target.v1.RewriteKeyTablesRequest
-	(*RewriteKeyTablesResponse)(nil),   // 23: ferry.target.v1.RewriteKeyTablesResponse
-	(*v1.SessionStats)(nil),            // 24: ferry.common.v1.SessionStats
-	(*v1.Point)(nil),                   // 25: ferry.common.v1.Point
-	(*v1.SessionKey)(nil),              // 26: ferry.common.v1.SessionKey
-	(*v1.FileKeyTable)(nil),            // 27: ferry.common.v1.FileKeyTable
+	(*RegisterControllerRequest)(nil),  // 9: ferry.target.v1.RegisterControllerRequest
+	(*RegisterControllerResponse)(nil), // 10: ferry.target.v1.RegisterControllerResponse
+	(*v1.SessionStats)(nil),            // 11: ferry.common.v1.SessionStats
 }
 var file_ferry_target_v1_target_proto_depIdxs = []int32{
 	1,  // 0: ferry.target.v1.TransferRequest.open:type_name -> ferry.target.v1.TransferOpen
@@ -1613,34 +819,16 @@ var file_ferry_target_v1_target_proto_depIdxs = []int32{
 	3,  // 3: ferry.target.v1.RecordChunk.records:type_name -> ferry.target.v1.Record
 	6,  // 4: ferry.target.v1.TransferResponse.accepted:type_name -> ferry.target.v1.TransferAccepted
 	7,  // 5: ferry.target.v1.TransferResponse.committed:type_name -> ferry.target.v1.TransferCommitted
-	24, // 6: ferry.target.v1.TransferCommitted.stats:type_name -> ferry.common.v1.SessionStats
-	25, // 7: ferry.target.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
-	26, // 8: ferry.target.v1.VerifyRequest.keys:type_name -> ferry.common.v1.SessionKey
-	26, // 9: ferry.target.v1.RestoreRequest.keys:type_name -> ferry.common.v1.SessionKey
-	17, // 10: ferry.target.v1.DescribeResponse.repositories:type_name -> ferry.target.v1.Repository
-	27, // 11: ferry.target.v1.GetKeyTablesResponse.tables:type_name -> ferry.common.v1.FileKeyTable
-	27, // 12: ferry.target.v1.RewriteKeyTablesRequest.tables:type_name -> ferry.common.v1.FileKeyTable
-	0,  // 13: ferry.target.v1.TargetService.Transfer:input_type -> ferry.target.v1.TransferRequest
-	9,  // 14: ferry.target.v1.TargetService.ListPoints:input_type -> ferry.target.v1.ListPointsRequest
-	11, // 15: ferry.target.v1.TargetService.Verify:input_type -> ferry.target.v1.VerifyRequest
-	13, // 16: ferry.target.v1.TargetService.Restore:input_type -> ferry.target.v1.RestoreRequest
-	20, // 17: ferry.target.v1.TargetService.GetKeyTables:input_type -> ferry.target.v1.GetKeyTablesRequest
-	22, // 18: ferry.target.v1.TargetService.RewriteKeyTables:input_type -> ferry.target.v1.RewriteKeyTablesRequest
-	15, // 19: ferry.target.v1.TargetService.Describe:input_type -> ferry.target.v1.DescribeRequest
-	18, // 20: ferry.target.v1.TargetService.RegisterController:input_type -> ferry.target.v1.RegisterControllerRequest
-	5,  // 21: ferry.target.v1.TargetService.Transfer:output_type -> ferry.target.v1.TransferResponse
-	10, // 22: ferry.target.v1.TargetService.ListPoints:output_type -> ferry.target.v1.ListPointsResponse
-	12, // 23: ferry.target.v1.TargetService.Verify:output_type -> ferry.target.v1.VerifyResponse
-	14, // 24: ferry.target.v1.TargetService.Restore:output_type -> ferry.target.v1.RestoreResponse
-	21, // 25: ferry.target.v1.TargetService.GetKeyTables:output_type -> ferry.target.v1.GetKeyTablesResponse
-	23, // 26: ferry.target.v1.TargetService.RewriteKeyTables:output_type -> ferry.target.v1.RewriteKeyTablesResponse
-	16, // 27: ferry.target.v1.TargetService.Describe:output_type -> ferry.target.v1.DescribeResponse
-	19, // 28: ferry.target.v1.TargetService.RegisterController:output_type -> ferry.target.v1.RegisterControllerResponse
-	21, // [21:29] is the sub-list for method output_type
-	13, // [13:21] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	11, // 6: ferry.target.v1.TransferCommitted.stats:type_name -> ferry.common.v1.SessionStats
+	0,  // 7: ferry.target.v1.TargetService.Transfer:input_type -> ferry.target.v1.TransferRequest
+	9,  // 8: ferry.target.v1.TargetService.RegisterController:input_type -> ferry.target.v1.RegisterControllerRequest
+	5,  // 9: ferry.target.v1.TargetService.Transfer:output_type -> ferry.target.v1.TransferResponse
+	10, // 10: ferry.target.v1.TargetService.RegisterController:output_type -> ferry.target.v1.RegisterControllerResponse
+	9,  // [9:11] is the sub-list for method output_type
+	7,  // [7:9] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_ferry_target_v1_target_proto_init() }
@@ -1663,7 +851,7 @@ func file_ferry_target_v1_target_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_target_v1_target_proto_rawDesc), len(file_ferry_target_v1_target_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,12 +20,6 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	TargetService_Transfer_FullMethodName           = "/ferry.target.v1.TargetService/Transfer"
-	TargetService_ListPoints_FullMethodName         = "/ferry.target.v1.TargetService/ListPoints"
-	TargetService_Verify_FullMethodName             = "/ferry.target.v1.TargetService/Verify"
-	TargetService_Restore_FullMethodName            = "/ferry.target.v1.TargetService/Restore"
-	TargetService_GetKeyTables_FullMethodName       = "/ferry.target.v1.TargetService/GetKeyTables"
-	TargetService_RewriteKeyTables_FullMethodName   = "/ferry.target.v1.TargetService/RewriteKeyTables"
-	TargetService_Describe_FullMethodName           = "/ferry.target.v1.TargetService/Describe"
 	TargetService_RegisterController_FullMethodName = "/ferry.target.v1.TargetService/RegisterController"
 )
 
@@ -34,32 +28,19 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // TargetService runs on the target agent. Transfer is called by source
-// agents (data path); the other calls by the controller (control path).
+// agents (data path), RegisterController by the controller. The calls on a
+// target's repositories are ferry.repository.v1.RepositoryService.
 type TargetServiceClient interface {
 	// Transfer receives one session's backup file as a stream. The first
 	// message is an open carrying the controller's signed grant; then record
 	// chunks; then a finish with the catalog and a trailer hash over every
-	// byte of the file. The target answers with an accept, durability acks,
-	// and a commit. WAN mode negotiates digests on the same stream.
+	// byte of the file. The target answers with an accept and a commit.
+	// WAN mode and durability acks for resuming go on the same stream.
 	Transfer(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TransferRequest, TransferResponse], error)
-	// ListPoints lists the restore points of a backup in a repository.
-	ListPoints(ctx context.Context, in *ListPointsRequest, opts ...grpc.CallOption) (*ListPointsResponse, error)
-	// Verify checks a chain in a repository: keyless, or in full with the
-	// session keys the controller hands over for this call only.
-	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
-	// Restore restores a point to a path on the target's host with the
-	// session keys the controller hands over for this call only.
-	Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (*RestoreResponse, error)
-	// GetKeyTables returns the key tables of a backup's files.
-	GetKeyTables(ctx context.Context, in *GetKeyTablesRequest, opts ...grpc.CallOption) (*GetKeyTablesResponse, error)
-	// RewriteKeyTables replaces the key tables of files in place (journaled,
-	// atomic per file), never touching their records: key rotation.
-	RewriteKeyTables(ctx context.Context, in *RewriteKeyTablesRequest, opts ...grpc.CallOption) (*RewriteKeyTablesResponse, error)
-	// Describe reports the agent's repositories and policies.
-	Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error)
 	// RegisterController tells the target the public key the controller
 	// signs grants with. Only a caller with the controller role may call it;
-	// the target keeps the key in its state directory.
+	// the target keeps the key in memory, and the controller registers it
+	// before every copy session.
 	RegisterController(ctx context.Context, in *RegisterControllerRequest, opts ...grpc.CallOption) (*RegisterControllerResponse, error)
 }
 
@@ -84,66 +65,6 @@ func (c *targetServiceClient) Transfer(ctx context.Context, opts ...grpc.CallOpt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TargetService_TransferClient = grpc.BidiStreamingClient[TransferRequest, TransferResponse]
 
-func (c *targetServiceClient) ListPoints(ctx context.Context, in *ListPointsRequest, opts ...grpc.CallOption) (*ListPointsResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ListPointsResponse)
-	err := c.cc.Invoke(ctx, TargetService_ListPoints_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *targetServiceClient) Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(VerifyResponse)
-	err := c.cc.Invoke(ctx, TargetService_Verify_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *targetServiceClient) Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (*RestoreResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(RestoreResponse)
-	err := c.cc.Invoke(ctx, TargetService_Restore_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *targetServiceClient) GetKeyTables(ctx context.Context, in *GetKeyTablesRequest, opts ...grpc.CallOption) (*GetKeyTablesResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(GetKeyTablesResponse)
-	err := c.cc.Invoke(ctx, TargetService_GetKeyTables_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *targetServiceClient) RewriteKeyTables(ctx context.Context, in *RewriteKeyTablesRequest, opts ...grpc.CallOption) (*RewriteKeyTablesResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(RewriteKeyTablesResponse)
-	err := c.cc.Invoke(ctx, TargetService_RewriteKeyTables_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *targetServiceClient) Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(DescribeResponse)
-	err := c.cc.Invoke(ctx, TargetService_Describe_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 func (c *targetServiceClient) RegisterController(ctx context.Context, in *RegisterControllerRequest, opts ...grpc.CallOption) (*RegisterControllerResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RegisterControllerResponse)
@@ -159,32 +80,19 @@ func (c *targetServiceClient) RegisterController(ctx context.Context, in *Regist
 // for forward compatibility.
 //
 // TargetService runs on the target agent. Transfer is called by source
-// agents (data path); the other calls by the controller (control path).
+// agents (data path), RegisterController by the controller. The calls on a
+// target's repositories are ferry.repository.v1.RepositoryService.
 type TargetServiceServer interface {
 	// Transfer receives one session's backup file as a stream. The first
 	// message is an open carrying the controller's signed grant; then record
 	// chunks; then a finish with the catalog and a trailer hash over every
-	// byte of the file. The target answers with an accept, durability acks,
-	// and a commit. WAN mode negotiates digests on the same stream.
+	// byte of the file. The target answers with an accept and a commit.
+	// WAN mode and durability acks for resuming go on the same stream.
 	Transfer(grpc.BidiStreamingServer[TransferRequest, TransferResponse]) error
-	// ListPoints lists the restore points of a backup in a repository.
-	ListPoints(context.Context, *ListPointsRequest) (*ListPointsResponse, error)
-	// Verify checks a chain in a repository: keyless, or in full with the
-	// session keys the controller hands over for this call only.
-	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
-	// Restore restores a point to a path on the target's host with the
-	// session keys the controller hands over for this call only.
-	Restore(context.Context, *RestoreRequest) (*RestoreResponse, error)
-	// GetKeyTables returns the key tables of a backup's files.
-	GetKeyTables(context.Context, *GetKeyTablesRequest) (*GetKeyTablesResponse, error)
-	// RewriteKeyTables replaces the key tables of files in place (journaled,
-	// atomic per file), never touching their records: key rotation.
-	RewriteKeyTables(context.Context, *RewriteKeyTablesRequest) (*RewriteKeyTablesResponse, error)
-	// Describe reports the agent's repositories and policies.
-	Describe(context.Context, *DescribeRequest) (*DescribeResponse, error)
 	// RegisterController tells the target the public key the controller
 	// signs grants with. Only a caller with the controller role may call it;
-	// the target keeps the key in its state directory.
+	// the target keeps the key in memory, and the controller registers it
+	// before every copy session.
 	RegisterController(context.Context, *RegisterControllerRequest) (*RegisterControllerResponse, error)
 	mustEmbedUnimplementedTargetServiceServer()
 }
@@ -198,24 +106,6 @@ type UnimplementedTargetServiceServer struct{}
 
 func (UnimplementedTargetServiceServer) Transfer(grpc.BidiStreamingServer[TransferRequest, TransferResponse]) error {
 	return status.Error(codes.Unimplemented, "method Transfer not implemented")
-}
-func (UnimplementedTargetServiceServer) ListPoints(context.Context, *ListPointsRequest) (*ListPointsResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method ListPoints not implemented")
-}
-func (UnimplementedTargetServiceServer) Verify(context.Context, *VerifyRequest) (*VerifyResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
-}
-func (UnimplementedTargetServiceServer) Restore(context.Context, *RestoreRequest) (*RestoreResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method Restore not implemented")
-}
-func (UnimplementedTargetServiceServer) GetKeyTables(context.Context, *GetKeyTablesRequest) (*GetKeyTablesResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method GetKeyTables not implemented")
-}
-func (UnimplementedTargetServiceServer) RewriteKeyTables(context.Context, *RewriteKeyTablesRequest) (*RewriteKeyTablesResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method RewriteKeyTables not implemented")
-}
-func (UnimplementedTargetServiceServer) Describe(context.Context, *DescribeRequest) (*DescribeResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method Describe not implemented")
 }
 func (UnimplementedTargetServiceServer) RegisterController(context.Context, *RegisterControllerRequest) (*RegisterControllerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RegisterController not implemented")
@@ -248,114 +138,6 @@ func _TargetService_Transfer_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TargetService_TransferServer = grpc.BidiStreamingServer[TransferRequest, TransferResponse]
 
-func _TargetService_ListPoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ListPointsRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(TargetServiceServer).ListPoints(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: TargetService_ListPoints_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(TargetServiceServer).ListPoints(ctx, req.(*ListPointsRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _TargetService_Verify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(VerifyRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(TargetServiceServer).Verify(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: TargetService_Verify_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(TargetServiceServer).Verify(ctx, req.(*VerifyRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _TargetService_Restore_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(RestoreRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(TargetServiceServer).Restore(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: TargetService_Restore_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(TargetServiceServer).Restore(ctx, req.(*RestoreRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _TargetService_GetKeyTables_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(GetKeyTablesRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(TargetServiceServer).GetKeyTables(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: TargetService_GetKeyTables_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(TargetServiceServer).GetKeyTables(ctx, req.(*GetKeyTablesRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _TargetService_RewriteKeyTables_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(RewriteKeyTablesRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(TargetServiceServer).RewriteKeyTables(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: TargetService_RewriteKeyTables_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(TargetServiceServer).RewriteKeyTables(ctx, req.(*RewriteKeyTablesRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _TargetService_Describe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(DescribeRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(TargetServiceServer).Describe(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: TargetService_Describe_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(TargetServiceServer).Describe(ctx, req.(*DescribeRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 func _TargetService_RegisterController_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RegisterControllerRequest)
 	if err := dec(in); err != nil {
@@ -381,30 +163,6 @@ var TargetService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "ferry.target.v1.TargetService",
 	HandlerType: (*TargetServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
-		{
-			MethodName: "ListPoints",
-			Handler:    _TargetService_ListPoints_Handler,
-		},
-		{
-			MethodName: "Verify",
-			Handler:    _TargetService_Verify_Handler,
-		},
-		{
-			MethodName: "Restore",
-			Handler:    _TargetService_Restore_Handler,
-		},
-		{
-			MethodName: "GetKeyTables",
-			Handler:    _TargetService_GetKeyTables_Handler,
-		},
-		{
-			MethodName: "RewriteKeyTables",
-			Handler:    _TargetService_RewriteKeyTables_Handler,
-		},
-		{
-			MethodName: "Describe",
-			Handler:    _TargetService_Describe_Handler,
-		},
 		{
 			MethodName: "RegisterController",
 			Handler:    _TargetService_RegisterController_Handler,
