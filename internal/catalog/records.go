@@ -36,6 +36,12 @@ type Job struct {
 	FromJob        string `json:"from_job,omitempty"`
 	ToAgent        string `json:"to_agent,omitempty"`
 	ToRepository   string `json:"to_repository,omitempty"`
+	// FromForeign says that FromJob names a backup on the source agent that
+	// no backup job of this controller made; its keys come from
+	// SourceKeyID (a key record sealing its password) or SourceKMSKey.
+	FromForeign  bool   `json:"from_foreign,omitempty"`
+	SourceKeyID  string `json:"source_key_id,omitempty"`
+	SourceKMSKey string `json:"source_kms_key,omitempty"`
 
 	Encryption       string `json:"encryption"` // "none", "password" or "kms"
 	PasswordHint     string `json:"password_hint,omitempty"`

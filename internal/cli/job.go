@@ -28,6 +28,7 @@ type jobFlags struct {
 	kind, agent, repo, path, from, to string
 	encryption, pwFile, hint          string
 	kmsKey, kmsKeyType                string
+	srcPwFile, srcKMSKey              string
 	blockSize, compression            string
 	level                             int
 }
@@ -36,8 +37,8 @@ type jobFlags struct {
 // names for the flags a user set.
 var (
 	backupOnlyFlags = []string{"agent", "repo", "path", "block-size", "compression", "compression-level"}
-	copyOnlyFlags   = []string{"from", "to"}
-	updateFlags     = []string{"agent", "repo", "path", "from", "to", "encryption", "password-file", "password-hint", "kms-key", "kms-key-type", "block-size", "compression", "compression-level"}
+	copyOnlyFlags   = []string{"from", "to", "source-password-file", "source-kms-key"}
+	updateFlags     = []string{"agent", "repo", "path", "from", "to", "encryption", "password-file", "password-hint", "kms-key", "kms-key-type", "source-password-file", "source-kms-key", "block-size", "compression", "compression-level"}
 )
 
 func (j *jobFlags) register(c *cobra.Command, create bool) {
@@ -52,6 +53,8 @@ func (j *jobFlags) register(c *cobra.Command, create bool) {
 	f.StringVar(&j.to, "to", "", "copy jobs: the target agent and repository, AGENT:REPO")
 	f.StringVar(&j.encryption, "encryption", "", "none, password or kms (default: password with --password-file, kms with --kms-key, else none)")
 	f.StringVar(&j.kmsKey, "kms-key", "", "the Vault Transit key that wraps session secrets (created when missing); implies --encryption kms")
+	f.StringVar(&j.srcPwFile, "source-password-file", "", "copy jobs from a backup this controller did not make: the file holding its password")
+	f.StringVar(&j.srcKMSKey, "source-kms-key", "", "copy jobs from a backup this controller did not make: the Vault Transit key that wraps its secrets")
 	f.StringVar(&j.kmsKeyType, "kms-key-type", "", "type of a Transit key the controller creates: aes256-gcm96 (default) or rsa-4096")
 	f.StringVar(&j.pwFile, "password-file", "", "file holding the password; implies --encryption password")
 	f.StringVar(&j.hint, "password-hint", "", "hint stored in plaintext with the files, shown when a password is wrong")
@@ -113,6 +116,14 @@ func (j *jobFlags) spec(name string, set func(string) bool, create bool) (*contr
 	if err := j.encryptionSpec(s, create); err != nil {
 		return nil, err
 	}
+	if j.srcPwFile != "" {
+		pw, err := readPassword(j.srcPwFile)
+		if err != nil {
+			return nil, err
+		}
+		s.SourcePassword = pw
+	}
+	s.SourceKmsKey = j.srcKMSKey
 	return s, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/ferrybackup/ferry/internal/catalog"
 	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
 	controllerv1 "github.com/ferrybackup/ferry/internal/gen/ferry/controller/v1"
+	repositoryv1 "github.com/ferrybackup/ferry/internal/gen/ferry/repository/v1"
 	"github.com/ferrybackup/ferry/internal/keys"
 	"github.com/ferrybackup/ferry/internal/repo"
 )
@@ -108,6 +109,9 @@ func applySpec(j *catalog.Job, spec *controllerv1.JobSpec, fields []string) (new
 	if set("kms-key") {
 		j.KMSKey = spec.KmsKey
 	}
+	if set("source-kms-key") {
+		j.SourceKMSKey = spec.SourceKmsKey
+	}
 	newPassword = len(spec.Password) > 0 && set("password-file")
 	if set("encryption") || set("password-file") || set("kms-key") {
 		enc, err := encryptionName(spec.Encryption, newPassword)
@@ -170,8 +174,15 @@ func (s *Server) checkJob(ctx context.Context, j *catalog.Job) error {
 	case kindCopy:
 		src, err := s.store.GetJob(j.FromJob)
 		if err != nil {
-			return fmt.Errorf("%w: no backup job %q to copy from", errNotFound, j.FromJob)
+			// Not a job of ours: a backup the source agent holds that this
+			// controller did not make.
+			if err := s.checkForeignSource(ctx, j); err != nil {
+				return err
+			}
+			j.FromForeign = true
+			return s.checkTargetRepo(ctx, j)
 		}
+		j.FromForeign = false
 		if src.Kind != kindBackup {
 			return invalidf("job %s is a %s job; a copy job copies a backup job", src.Name, src.Kind)
 		}
@@ -186,6 +197,27 @@ func (s *Server) checkJob(ctx context.Context, j *catalog.Job) error {
 		}
 	default:
 		return invalidf("a job's kind is backup or copy")
+	}
+	return nil
+}
+
+// checkForeignSource makes sure the source agent holds the backup a copy
+// job names when no backup job of that name exists.
+func (s *Server) checkForeignSource(ctx context.Context, j *catalog.Job) error {
+	a, err := s.agent(j.FromAgent, "source")
+	if err != nil {
+		return err
+	}
+	rc, err := s.repoClient(a)
+	if err != nil {
+		return err
+	}
+	pts, err := rc.ListPoints(ctx, &repositoryv1.ListPointsRequest{Repository: j.FromRepository, Backup: j.FromJob})
+	if err != nil {
+		return fmt.Errorf("%w: neither a backup job %q nor a backup of that name on %s:%s (%v)", errNotFound, j.FromJob, j.FromAgent, j.FromRepository, agentErr(a, "list points", err))
+	}
+	if len(pts.Points) == 0 {
+		return fmt.Errorf("%w: backup %s on %s:%s has no restore points", errNotFound, j.FromJob, j.FromAgent, j.FromRepository)
 	}
 	return nil
 }
@@ -249,6 +281,17 @@ func (s *Server) newPasswordKey(tx *catalog.Tx, j catalog.Job, password []byte) 
 	return rec.ID, nil
 }
 
+// sourcePassword keeps, sealed in the catalog, the password of a source
+// backup this controller did not make: each of its files has its own salt,
+// so the password itself is what opens them.
+func (s *Server) sourcePassword(tx *catalog.Tx, j catalog.Job, password []byte) (string, error) {
+	rec := catalog.KeyRecord{ID: catalog.NewID(), Job: j.Name, JobUID: j.UID, Kind: "source-password", Created: time.Now().UTC()}
+	if err := tx.PutKeyRecord(rec, password); err != nil {
+		return "", err
+	}
+	return rec.ID, nil
+}
+
 // CreateJob creates a backup or copy job.
 func (s *Server) CreateJob(ctx context.Context, req *controllerv1.CreateJobRequest) (*controllerv1.CreateJobResponse, error) {
 	if err := requireClient(ctx); err != nil {
@@ -295,8 +338,13 @@ func (s *Server) CreateJob(ctx context.Context, req *controllerv1.CreateJobReque
 			if out.KeyID, err = s.newPasswordKey(tx, out, spec.Password); err != nil {
 				return err
 			}
-			out, err = tx.PutJob(out)
 		}
+		if len(spec.SourcePassword) > 0 {
+			if out.SourceKeyID, err = s.sourcePassword(tx, out, spec.SourcePassword); err != nil {
+				return err
+			}
+		}
+		out, err = tx.PutJob(out)
 		return err
 	})
 	if err != nil {
@@ -348,6 +396,13 @@ func (s *Server) UpdateJob(ctx context.Context, req *controllerv1.UpdateJobReque
 				return err
 			}
 			j.KeyID = id
+		}
+		if len(spec.SourcePassword) > 0 && slices.Contains(req.Fields, "source-password-file") {
+			id, err := s.sourcePassword(tx, j, spec.SourcePassword)
+			if err != nil {
+				return err
+			}
+			j.SourceKeyID = id
 		}
 		var err error
 		out, err = tx.PutJob(j)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -485,17 +486,13 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 	if err := s.checkTargetRepo(ctx, &j); err != nil {
 		return nil, none, err
 	}
-	from, err := s.store.GetJob(j.FromJob)
-	if err != nil {
-		return nil, none, fmt.Errorf("the backup job %s this job copies is gone", j.FromJob)
-	}
-	srcPts, err := s.store.ListPoints(from.UID)
+	srcPts, keysFor, err := s.copySource(ctx, j, src)
 	if err != nil {
 		return nil, none, err
 	}
 	p := latest(srcPts)
 	if p == nil {
-		return nil, none, fmt.Errorf("backup job %s has no restore points yet: run it first", from.Name)
+		return nil, none, fmt.Errorf("backup %s has no restore points yet: run its backup job first", j.FromJob)
 	}
 	mine, err := s.store.ListPoints(j.UID)
 	if err != nil {
@@ -516,7 +513,7 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 			}
 		}
 	}
-	srcKeys, err := s.secretsOf(ctx, from.UID, func(sp catalog.Point) bool { return bytes.Equal(sp.ChainID, p.ChainID) })
+	srcKeys, err := keysFor(p.ChainID)
 	if err != nil {
 		return nil, none, fmt.Errorf("the keys of the source backup: %w", err)
 	}
@@ -527,7 +524,7 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 		backupID = id[:]
 	}
 	req := &sourcev1.CopyRequest{
-		SessionId: ls.sess.ID, Repository: j.FromRepository, Backup: from.Name, PointId: p.FileID,
+		SessionId: ls.sess.ID, Repository: j.FromRepository, Backup: j.FromJob, PointId: p.FileID,
 		SourceKeys: srcKeys, FileId: fileID[:], BackupId: backupID, TargetBackup: j.Name, TargetAddress: tgt.Address,
 	}
 	if incremental {
@@ -596,6 +593,101 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 	pt := s.pointRecord(j, final.Point, tgt.Name, j.ToRepository)
 	pt.SourceFileID = p.FileID
 	return pt, s.withKey(pt, j, nk), nil
+}
+
+// copySource returns the points of the backup a copy job copies, and a
+// function giving the session keys of one of its chains: from the catalog
+// for a backup job of this controller, or, for a backup it did not make,
+// from the source agent's listing and key tables, opened with the job's
+// source password or Vault.
+func (s *Server) copySource(ctx context.Context, j catalog.Job, src catalog.Agent) ([]catalog.Point, func(chain []byte) ([]*commonv1.SessionKey, error), error) {
+	if !j.FromForeign {
+		from, err := s.store.GetJob(j.FromJob)
+		if err != nil {
+			return nil, nil, fmt.Errorf("the backup job %s this job copies is gone", j.FromJob)
+		}
+		pts, err := s.store.ListPoints(from.UID)
+		if err != nil {
+			return nil, nil, err
+		}
+		keysFor := func(chain []byte) ([]*commonv1.SessionKey, error) {
+			return s.secretsOf(ctx, from.UID, func(sp catalog.Point) bool { return bytes.Equal(sp.ChainID, chain) })
+		}
+		return pts, keysFor, nil
+	}
+	rc, err := s.repoClient(src)
+	if err != nil {
+		return nil, nil, err
+	}
+	list, err := rc.ListPoints(ctx, &repositoryv1.ListPointsRequest{Repository: j.FromRepository, Backup: j.FromJob})
+	if err != nil {
+		return nil, nil, agentErr(src, "list points", err)
+	}
+	var pts []catalog.Point
+	encrypted := map[string]bool{}
+	for _, lp := range list.Points {
+		if lp.Damaged != "" {
+			continue
+		}
+		pts = append(pts, catalog.Point{FileID: lp.FileId, ChainID: lp.ChainId, Sequence: lp.Sequence,
+			Created: time.Unix(0, lp.CreatedUnixNano), Size: lp.Size, Encrypted: lp.Encrypted})
+		encrypted[string(lp.ChainId)] = encrypted[string(lp.ChainId)] || lp.Encrypted
+	}
+	keysFor := func(chain []byte) ([]*commonv1.SessionKey, error) {
+		if !encrypted[string(chain)] {
+			return nil, nil
+		}
+		kr := keyring.New()
+		if j.SourceKeyID != "" {
+			_, pw, err := s.store.GetKeyRecord(j.SourceKeyID)
+			if err != nil {
+				return nil, err
+			}
+			kr = keyring.New(pw)
+		}
+		if s.o.Transit != nil {
+			kr.WithTransit(s.o.Transit)
+		}
+		if kr.Empty() {
+			return nil, invalidf("backup %s on %s:%s is encrypted and this controller did not make it: give the copy job --source-password-file or --source-kms-key", j.FromJob, j.FromAgent, j.FromRepository)
+		}
+		tables, err := rc.GetKeyTables(ctx, &repositoryv1.GetKeyTablesRequest{Repository: j.FromRepository, Backup: j.FromJob})
+		if err != nil {
+			return nil, agentErr(src, "read key tables", err)
+		}
+		inChain := map[string]bool{}
+		for _, sp := range pts {
+			if bytes.Equal(sp.ChainID, chain) {
+				inChain[string(sp.FileID)] = true
+			}
+		}
+		var out []*commonv1.SessionKey
+		for _, t := range tables.Tables {
+			if !inChain[string(t.FileId)] {
+				continue
+			}
+			kt, err := parseTable(t)
+			if err != nil {
+				return nil, err
+			}
+			// The key table is all a keyring needs to open a file's secrets.
+			h := &format.Header{}
+			for _, e := range kt.Entries {
+				if !slices.Contains(h.Secrets, e.Secret) {
+					h.Secrets = append(h.Secrets, e.Secret)
+				}
+			}
+			sessions, err := kr.Open(&format.File{Name: fmt.Sprintf("%s %x", j.FromJob, t.FileId), Header: h, KeyTable: kt})
+			if err != nil {
+				return nil, err
+			}
+			for _, sess := range sessions {
+				out = append(out, protoKey(sess))
+			}
+		}
+		return out, nil
+	}
+	return pts, keysFor, nil
 }
 
 // ListSessions lists sessions, of one job or all, newest first.

@@ -425,10 +425,15 @@ type JobSpec struct {
 	CompressionLevel int32             `protobuf:"varint,16,opt,name=compression_level,json=compressionLevel,proto3" json:"compression_level,omitempty"`
 	// KMS encryption: the Vault Transit key that wraps session secrets, and
 	// its type when the controller creates it (aes256-gcm96 or rsa-4096).
-	KmsKey        string `protobuf:"bytes,17,opt,name=kms_key,json=kmsKey,proto3" json:"kms_key,omitempty"`
-	KmsKeyType    string `protobuf:"bytes,18,opt,name=kms_key_type,json=kmsKeyType,proto3" json:"kms_key_type,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	KmsKey     string `protobuf:"bytes,17,opt,name=kms_key,json=kmsKey,proto3" json:"kms_key,omitempty"`
+	KmsKeyType string `protobuf:"bytes,18,opt,name=kms_key_type,json=kmsKeyType,proto3" json:"kms_key_type,omitempty"`
+	// Copy jobs from a source backup the controller did not make (no backup
+	// job of that name): the password, or the Vault Transit key, that opens
+	// its files. Sent on create and update only, never returned.
+	SourcePassword []byte `protobuf:"bytes,19,opt,name=source_password,json=sourcePassword,proto3" json:"source_password,omitempty"`
+	SourceKmsKey   string `protobuf:"bytes,20,opt,name=source_kms_key,json=sourceKmsKey,proto3" json:"source_kms_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -583,6 +588,20 @@ func (x *JobSpec) GetKmsKey() string {
 func (x *JobSpec) GetKmsKeyType() string {
 	if x != nil {
 		return x.KmsKeyType
+	}
+	return ""
+}
+
+func (x *JobSpec) GetSourcePassword() []byte {
+	if x != nil {
+		return x.SourcePassword
+	}
+	return nil
+}
+
+func (x *JobSpec) GetSourceKmsKey() string {
+	if x != nil {
+		return x.SourceKmsKey
 	}
 	return ""
 }
@@ -2021,7 +2040,7 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x05agent\x18\x01 \x01(\v2\x1a.ferry.controller.v1.AgentR\x05agent\"\x13\n" +
 	"\x11ListAgentsRequest\"H\n" +
 	"\x12ListAgentsResponse\x122\n" +
-	"\x06agents\x18\x01 \x03(\v2\x1a.ferry.controller.v1.AgentR\x06agents\"\x85\x05\n" +
+	"\x06agents\x18\x01 \x03(\v2\x1a.ferry.controller.v1.AgentR\x06agents\"\xd4\x05\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1c.ferry.controller.v1.JobKindR\x04kind\x12\x14\n" +
@@ -2048,7 +2067,9 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x11compression_level\x18\x10 \x01(\x05R\x10compressionLevel\x12\x17\n" +
 	"\akms_key\x18\x11 \x01(\tR\x06kmsKey\x12 \n" +
 	"\fkms_key_type\x18\x12 \x01(\tR\n" +
-	"kmsKeyType\"\xc2\x01\n" +
+	"kmsKeyType\x12'\n" +
+	"\x0fsource_password\x18\x13 \x01(\fR\x0esourcePassword\x12$\n" +
+	"\x0esource_kms_key\x18\x14 \x01(\tR\fsourceKmsKey\"\xc2\x01\n" +
 	"\x03Job\x120\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1c.ferry.controller.v1.JobSpecR\x04spec\x12!\n" +
 	"\fcreated_unix\x18\x02 \x01(\x03R\vcreatedUnix\x12!\n" +
