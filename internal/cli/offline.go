@@ -362,15 +362,8 @@ func newOfflineLsCmd(e *env) *cobra.Command {
 			for _, b := range out {
 				for _, ch := range b.Chains {
 					for _, p := range ch.Points {
-						encr := p.Encryption
-						if len(p.KeyRefs) > 0 {
-							encr += " (" + joinComma(p.KeyRefs) + ")"
-						}
-						if p.Damaged != "" {
-							encr = "DAMAGED: " + p.Damaged
-						}
 						fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", b.Name, ch.ID[:12], p.Sequence, p.Kind, p.ID,
-							p.Time.Local().Format("2006-01-02 15:04:05"), humanBytes(p.Size), encr)
+							p.Time.Local().Format("2006-01-02 15:04:05"), humanBytes(p.Size), pointEncryption(p))
 					}
 				}
 			}
@@ -385,15 +378,5 @@ func newOfflineLsCmd(e *env) *cobra.Command {
 	return c
 }
 
-func joinComma(s []string) string {
-	var b bytes.Buffer
-	for i, x := range s {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(x)
-	}
-	return b.String()
-}
 
 var _ = errors.New

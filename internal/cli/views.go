@@ -218,6 +218,9 @@ func pointEncryption(p lsPoint) string {
 	if len(p.KeyRefs) > 0 {
 		e += " (" + strings.Join(p.KeyRefs, ", ") + ")"
 	}
+	if p.Hint != "" {
+		e += fmt.Sprintf(" hint %q", p.Hint)
+	}
 	if p.Damaged != "" {
 		e = "DAMAGED: " + p.Damaged
 	}

@@ -89,7 +89,15 @@ func (s *Server) agentRepos(ctx context.Context, a catalog.Agent) (map[string]bo
 	if err != nil {
 		return nil, err
 	}
-	d, err := c.Describe(ctx, &repositoryv1.DescribeRequest{})
+	// An agent that just restarted answers as soon as the connection is
+	// back; one that is down is reported after a short wait.
+	var d *repositoryv1.DescribeResponse
+	for wait := time.Now().Add(2 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		d, err = c.Describe(ctx, &repositoryv1.DescribeRequest{})
+		if err == nil || status.Code(err) != codes.Unavailable || time.Now().After(wait) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, agentErr(a, "describe", err)
 	}

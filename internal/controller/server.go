@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
@@ -152,8 +153,11 @@ func (s *Server) conn(addr string, role pki.Role) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Reconnect quickly after an agent restarts: the default first backoff
+	// of a second would fail control calls made just after.
 	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}}))
 	if err != nil {
 		return nil, fmt.Errorf("connect to agent at %s: %w", addr, err)
 	}

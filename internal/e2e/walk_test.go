@@ -78,6 +78,7 @@ func TestEncryptionWalk(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(s.dir, "a.pw"), "password A\n")
 	writeFile(t, filepath.Join(s.dir, "b.pw"), "password B\n")
+	writeFile(t, filepath.Join(s.dir, "c.pw"), "password C\n")
 	s.mustCtl("job", "create", "site", "--kind", "backup", "--agent", "source", "--repo", "local", "--path", site)
 	s.mustCtl("job", "create", "offsite", "--kind", "copy", "--from", "source:local/site", "--to", "target:local", "--encryption", "none")
 
@@ -92,7 +93,9 @@ func TestEncryptionWalk(t *testing.T) {
 		{nil, "full", true, false, ""},
 		{[]string{"--encryption", "password", "--password-file", "a.pw", "--password-hint", "the A one"}, "full", true, true, "password key"},
 		{[]string{"--password-file", "b.pw", "--password-hint", "the B one"}, "incremental", false, true, "password key"},
-		{[]string{"--encryption", "kms", "--kms-key", "walk-key"}, "incremental", false, true, "kms transit/walk-key"},
+		{[]string{"--encryption", "kms", "--kms-key", "walk-key"}, "incremental", false, true, "kms transit/walk-key "},
+		{[]string{"--kms-key", "walk-key-2"}, "incremental", false, true, "kms transit/walk-key-2 "},
+		{[]string{"--encryption", "password", "--password-file", "c.pw", "--password-hint", "the C one"}, "incremental", false, true, "password key"},
 		{[]string{"--encryption", "none"}, "full", true, false, ""},
 	}
 	snaps := map[string]string{} // point id -> snapshot of the source it holds
@@ -151,7 +154,7 @@ func TestEncryptionWalk(t *testing.T) {
 		if !strings.HasPrefix(ref, st.keyRef) {
 			t.Fatalf("step %d: key reference %q, want %q...", i, ref, st.keyRef)
 		}
-		if i == 2 && ref == prevKeyRef {
+		if st.encrypted && !st.newChain && ref == prevKeyRef {
 			t.Fatalf("step %d: a new password kept the key reference %q", i, ref)
 		}
 		prevKeyRef = ref
@@ -179,4 +182,20 @@ func TestEncryptionWalk(t *testing.T) {
 		}
 	}
 	s.mustCtl("verify", "--job", "offsite")
+
+	// Offline, the mixed chain (A, B, two Vault keys, C) restores with
+	// every password given and Vault reachable; one password short, the
+	// error names the password it still needs by its hint.
+	enc := chains[1]
+	last := enc.Points[len(enc.Points)-1]
+	repoDir := filepath.Join(s.dir, "repos/target")
+	to := filepath.Join(s.dir, "offline-mixed")
+	s.mustCtl("offline", "restore", "--repo", repoDir, "--backup", "offsite", "--point", last.ID, "--to", to,
+		"--password-file", "a.pw", "--password-file", "b.pw", "--password-file", "c.pw")
+	datagen.SameTree(t, snaps[last.ID], to)
+	code, _, errs := s.ctl("offline", "restore", "--repo", repoDir, "--backup", "offsite", "--point", last.ID,
+		"--to", filepath.Join(s.dir, "offline-short"), "--password-file", "a.pw", "--password-file", "b.pw")
+	if code != 1 || !strings.Contains(errs, "wrong password") || !strings.Contains(errs, "the C one") {
+		t.Fatalf("one password short: exit %d %q", code, errs)
+	}
 }
