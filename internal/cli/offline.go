@@ -378,5 +378,4 @@ func newOfflineLsCmd(e *env) *cobra.Command {
 	return c
 }
 
-
 var _ = errors.New
