@@ -327,7 +327,21 @@ func (t *Transit) Rotate(ctx context.Context, name string) error {
 	return nil
 }
 
+// batch runs one batch request. An AppRole client whose token Vault
+// refuses (expired between renewals, or revoked) logs in again once and
+// retries, so a token's end never fails a session.
 func (t *Transit) batch(ctx context.Context, op, name string, batch []map[string]any, field string) ([]string, error) {
+	out, err := t.batchOnce(ctx, op, name, batch, field)
+	if errors.Is(err, ErrDenied) && t.cfg.AppRoleID != "" {
+		if lerr := t.loginAppRole(ctx); lerr == nil {
+			t.log.Info("vault refused the token; logged in again with AppRole")
+			return t.batchOnce(ctx, op, name, batch, field)
+		}
+	}
+	return out, err
+}
+
+func (t *Transit) batchOnce(ctx context.Context, op, name string, batch []map[string]any, field string) ([]string, error) {
 	if len(batch) == 0 {
 		return nil, nil
 	}
