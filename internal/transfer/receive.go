@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io/fs"
 
 	"github.com/ferrybackup/ferry/internal/format"
 	"github.com/ferrybackup/ferry/internal/repo"
@@ -149,8 +150,10 @@ func (rc *Receiver) Record(hdr, payload []byte) error {
 	}
 	sum := format.RecordChecksum(hdr, payload)
 	if err := rc.w.WriteRecord(&rh, payload, &sum); err != nil {
-		if errors.Is(err, format.ErrDuplicateRecord) {
-			return refuse("%v", err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			// The disk, not the sender: say which repository and why.
+			return fmt.Errorf("write to repository %s: %w", rc.r.Dir, err)
 		}
 		return refuse("%v", err)
 	}
@@ -172,6 +175,10 @@ func (rc *Receiver) Commit(catalog, trailerHash []byte) (*repo.Point, error) {
 	}
 	if _, err := rc.w.Finish(catalog); err != nil {
 		rc.pending.Abort()
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("write to repository %s: %w", rc.r.Dir, err)
+		}
 		return nil, refuse("%v", err)
 	}
 	// Structure, footer hash and block map, read back before commit.
