@@ -31,16 +31,20 @@ type Source struct {
 	log   hclog.Logger
 	// ProgressEvery is how often running sessions report progress.
 	ProgressEvery time.Duration
+	slots         *slots
 }
 
 // NewSource makes the service.
 func NewSource(name string, repos []*Repository, dial Dialer, log hclog.Logger) *Source {
-	s := &Source{name: name, repos: map[string]*Repository{}, dial: dial, log: log, ProgressEvery: 500 * time.Millisecond}
+	s := &Source{name: name, repos: map[string]*Repository{}, dial: dial, log: log, ProgressEvery: 500 * time.Millisecond, slots: newSlots(DefaultMaxSessions)}
 	for _, r := range repos {
 		s.repos[r.Name] = r
 	}
 	return s
 }
+
+// SetMaxSessions bounds how many sessions run at once; more wait.
+func (s *Source) SetMaxSessions(n int) { s.slots = newSlots(n) }
 
 func (s *Source) repo(name string) (*Repository, error) { return lookupRepo(s.repos, s.name, name) }
 
@@ -95,6 +99,11 @@ func (s *Source) Backup(req *sourcev1.BackupRequest, stream sourcev1.SourceServi
 	if _, err := requireRole(stream.Context(), pki.RoleController); err != nil {
 		return toStatus(err)
 	}
+	release, err := s.slots.take(stream.Context(), s.log, req.SessionId)
+	if err != nil {
+		return toStatus(err)
+	}
+	defer release()
 	ev, err := s.backup(req, stream)
 	if err != nil {
 		s.log.Warn("backup failed", "session", req.SessionId, "error", err)
@@ -160,6 +169,11 @@ func (s *Source) Copy(req *sourcev1.CopyRequest, stream sourcev1.SourceService_C
 	if _, err := requireRole(stream.Context(), pki.RoleController); err != nil {
 		return toStatus(err)
 	}
+	release, err := s.slots.take(stream.Context(), s.log, req.SessionId)
+	if err != nil {
+		return toStatus(err)
+	}
+	defer release()
 	ev, err := s.copy(req, stream)
 	if err != nil {
 		s.log.Warn("copy failed", "session", req.SessionId, "error", err)

@@ -43,12 +43,13 @@ type Target struct {
 	// OnRegister, when set, persists the trusted grant keys after a
 	// controller registers a new one.
 	OnRegister func([]ed25519.PublicKey) error
+	slots      *slots
 }
 
 // NewTarget makes the service. grantKeys are the controller keys whose
 // grants it accepts.
 func NewTarget(name string, repos []*Repository, grantKeys []ed25519.PublicKey, log hclog.Logger) *Target {
-	t := &Target{name: name, repos: map[string]*Repository{}, log: log, now: time.Now, grantKeys: grantKeys}
+	t := &Target{name: name, repos: map[string]*Repository{}, log: log, now: time.Now, grantKeys: grantKeys, slots: newSlots(DefaultMaxSessions)}
 	for _, r := range repos {
 		t.repos[r.Name] = r
 	}
@@ -110,9 +111,17 @@ func lookupRepo(repos map[string]*Repository, agent, name string) (*Repository, 
 	return r, nil
 }
 
+// SetMaxSessions bounds how many transfers run at once; more wait.
+func (t *Target) SetMaxSessions(n int) { t.slots = newSlots(n) }
+
 // Transfer receives one backup file from a source agent.
 func (t *Target) Transfer(stream targetv1.TargetService_TransferServer) error {
-	err := t.transfer(stream)
+	release, err := t.slots.take(stream.Context(), t.log, "")
+	if err != nil {
+		return toStatus(err)
+	}
+	defer release()
+	err = t.transfer(stream)
 	if err != nil {
 		t.log.Warn("transfer failed", "error", err)
 	}

@@ -120,9 +120,13 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 			}
 			return grpc.NewClient(addr, append(agent.DialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(ctls)))...)
 		}
-		sourcev1.RegisterSourceServiceServer(g, agent.NewSource(cfg.Name, repos, dial, log))
+		src := agent.NewSource(cfg.Name, repos, dial, log)
+		src.SetMaxSessions(cfg.MaxSessions)
+		sourcev1.RegisterSourceServiceServer(g, src)
 	case config.RoleTarget:
-		targetv1.RegisterTargetServiceServer(g, agent.NewTarget(cfg.Name, repos, nil, log))
+		tgt := agent.NewTarget(cfg.Name, repos, nil, log)
+		tgt.SetMaxSessions(cfg.MaxSessions)
+		targetv1.RegisterTargetServiceServer(g, tgt)
 	default:
 		return nil, fmt.Errorf("unknown agent role %q", cfg.Role)
 	}
