@@ -76,6 +76,39 @@ func serve(ln net.Listener, g *grpc.Server, hs *health.Server, shutdown time.Dur
 	return s
 }
 
+// recoverRepo finishes what a crash of the previous agent process left in
+// a repository before serving it: interrupted key table rewrites are
+// replayed or dropped (by taking each backup's lock), and partial files of
+// interrupted sessions are removed, since they are never restore points.
+func recoverRepo(r *repo.Repo, name string, log hclog.Logger) error {
+	backups, err := r.Backups()
+	if err != nil {
+		return err
+	}
+	for _, b := range backups {
+		done, err := r.RecoverJournals(b)
+		if err != nil {
+			return fmt.Errorf("repository %s, backup %s: %w", name, b, err)
+		}
+		for _, d := range done {
+			log.Warn("recovered an interrupted key table rewrite", "repository", name, "backup", b, "what", d)
+		}
+		l, err := r.Lock(b)
+		if err != nil {
+			return fmt.Errorf("repository %s, backup %s: %w", name, b, err)
+		}
+		removed, err := r.RemovePartials(b)
+		l.Unlock()
+		if err != nil {
+			return err
+		}
+		for _, p := range removed {
+			log.Warn("removed the partial file of an interrupted session", "repository", name, "backup", b, "path", p)
+		}
+	}
+	return nil
+}
+
 // StartAgent starts a source or target agent from its configuration.
 func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 	log := Logger("agent-"+cfg.Role, cfg.LogLevel, cfg.LogFormat, logOut).With("agent", cfg.Name)
@@ -95,6 +128,9 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 		r, err := repo.Create(rc.Path)
 		if err != nil {
 			return nil, fmt.Errorf("repository %s: %w", rc.Name, err)
+		}
+		if err := recoverRepo(r, rc.Name, log); err != nil {
+			return nil, err
 		}
 		repos = append(repos, &agent.Repository{Name: rc.Name, Repo: r, RequireEncryption: rc.RequireEncryption})
 	}
