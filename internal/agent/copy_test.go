@@ -67,6 +67,7 @@ func (s *recStream) RecvMsg(m any) error {
 
 // targetEnv is a target agent served in-process on loopback with real mTLS.
 type targetEnv struct {
+	svc    *Target
 	pki    *pki.TestPKI
 	addr   string
 	repo   *repo.Repo
@@ -88,6 +89,7 @@ func startTarget(t *testing.T, requireEncryption bool) *targetEnv {
 	env := &targetEnv{pki: p, repo: r, signer: signer, rec: &recorder{}}
 	svc := NewTarget("target", []*Repository{{Name: "local", Repo: r, RequireEncryption: requireEncryption}},
 		[]ed25519Key{signer.Public()}, hclog.NewNullLogger())
+	env.svc = svc
 	opts := append(ServerOptions(),
 		grpc.Creds(credentials.NewTLS(p.ServerTLS("target", pki.RoleTarget, pki.RoleSource, pki.RoleController))),
 		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {

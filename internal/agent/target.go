@@ -11,6 +11,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/ferrybackup/ferry/internal/backup"
 	"github.com/ferrybackup/ferry/internal/format"
@@ -44,17 +47,26 @@ type Target struct {
 	// controller registers a new one.
 	OnRegister func([]ed25519.PublicKey) error
 	slots      *slots
+	parked     map[string]*parked // by repository and backup
+	closing    bool
+	// DurabilityInterval is how many record bytes the target receives
+	// between checkpoints (fsync + ack): what a cut link can cost again.
+	DurabilityInterval int64
 }
 
 // NewTarget makes the service. grantKeys are the controller keys whose
 // grants it accepts.
 func NewTarget(name string, repos []*Repository, grantKeys []ed25519.PublicKey, log hclog.Logger) *Target {
-	t := &Target{name: name, repos: map[string]*Repository{}, log: log, now: time.Now, grantKeys: grantKeys, slots: newSlots(DefaultMaxSessions)}
+	t := &Target{name: name, repos: map[string]*Repository{}, log: log, now: time.Now, grantKeys: grantKeys, slots: newSlots(DefaultMaxSessions),
+		parked: map[string]*parked{}, DurabilityInterval: DefaultDurabilityInterval}
 	for _, r := range repos {
 		t.repos[r.Name] = r
 	}
 	return t
 }
+
+// DefaultDurabilityInterval is the bytes between a target's checkpoints.
+const DefaultDurabilityInterval = 32 << 20
 
 // MaxMessageSize bounds a message on the data stream: one record of the
 // largest block size with room for its framing.
@@ -82,6 +94,8 @@ func ServerOptions() []grpc.ServerOption {
 func DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(MaxMessageSize)),
+		// Reconnect quickly after a cut link, to resume the session.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second}}),
 		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
 		grpc.WithReadBufferSize(ioBuffer), grpc.WithWriteBufferSize(ioBuffer),
 	}
@@ -159,18 +173,40 @@ func (t *Target) transfer(stream targetv1.TargetService_TransferServer) error {
 		return fmt.Errorf("%w: malformed ids in grant", grant.ErrInvalid)
 	}
 	log := t.log.With("session", g.SessionId, "job", g.Job, "backup", g.Backup, "source", id.Name)
-	rc, err := transfer.NewReceiver(r.Repo, open.Header, open.KeyTable, want)
-	if err != nil {
-		return err
+	// A transfer of this file cut off earlier is parked, holding the
+	// backup's lock: resume it when asked by the same session, or end it.
+	parkKey := r.Repo.Dir + "\x00" + g.Backup
+	rc := t.unpark(parkKey)
+	var resumeFrom int
+	if rc != nil && open.Resume && rc.Session == g.SessionId && rc.FileID() == want.FileID {
+		if resumeFrom, err = rc.Rewind(open.Header, open.KeyTable); err != nil {
+			rc.Abort()
+			return err
+		}
+		log.Info("resuming a cut-off transfer", "records", resumeFrom)
+	} else {
+		if rc != nil {
+			rc.Abort()
+		}
+		if rc, err = transfer.NewReceiver(r.Repo, open.Header, open.KeyTable, want); err != nil {
+			return err
+		}
+		rc.Session = g.SessionId
 	}
-	committed := false
+	committed, park := false, false
 	defer func() {
-		if !committed {
+		switch {
+		case committed:
+		case park:
+			t.park(parkKey, rc, time.Unix(g.ExpiresUnix, 0), log)
+		default:
 			rc.Abort()
 		}
 	}()
 	start := time.Now()
-	if err := stream.Send(&targetv1.TransferResponse{Msg: &targetv1.TransferResponse_Accepted{Accepted: &targetv1.TransferAccepted{FileId: g.FileId}}}); err != nil {
+	if err := stream.Send(&targetv1.TransferResponse{Msg: &targetv1.TransferResponse_Accepted{Accepted: &targetv1.TransferAccepted{
+		FileId: g.FileId, ResumeFrom: uint64(resumeFrom)}}}); err != nil {
+		park = true
 		return err
 	}
 	// Receiving (TLS, framing, unmarshalling) runs on its own goroutine so
@@ -181,6 +217,16 @@ func (t *Target) transfer(stream targetv1.TargetService_TransferServer) error {
 		case *targetv1.TransferRequest_Records:
 			for _, rec := range m.Records.Records {
 				if err := rc.Record(rec.Header, rec.Payload); err != nil {
+					return err
+				}
+			}
+			if rc.SinceCheckpoint() >= t.DurabilityInterval {
+				n, err := rc.Checkpoint()
+				if err != nil {
+					return err
+				}
+				if err := stream.Send(&targetv1.TransferResponse{Msg: &targetv1.TransferResponse_Ack{Ack: &targetv1.TransferAck{Records: uint64(n)}}}); err != nil {
+					park = true
 					return err
 				}
 			}
@@ -200,9 +246,75 @@ func (t *Target) transfer(stream targetv1.TargetService_TransferServer) error {
 		}
 	}
 	if err := <-recvErr; err != nil && !errors.Is(err, io.EOF) {
+		// The link, not the sender, ended it: keep what is durable for a
+		// resume under the same grant.
+		park = linkCut(err)
 		return err
 	}
 	return fmt.Errorf("%w: the stream ended before the file was finished", transfer.ErrRefused)
+}
+
+// linkCut tells a connection that went away from a refused message.
+func linkCut(err error) bool {
+	switch status.Code(err) {
+	case codes.Canceled, codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return errors.Is(err, context.Canceled)
+}
+
+// park keeps a cut-off transfer until its grant expires, for a resume.
+// It holds its backup's lock meanwhile; a new transfer into the backup
+// ends it.
+func (t *Target) park(key string, rc *transfer.Receiver, expires time.Time, log hclog.Logger) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closing {
+		rc.Abort()
+		return
+	}
+	p := &parked{rc: rc}
+	p.timer = time.AfterFunc(time.Until(expires), func() {
+		if got := t.unpark(key); got != nil {
+			log.Warn("a cut-off transfer was not resumed before its grant expired; its partial file is removed")
+			got.Abort()
+		}
+	})
+	t.parked[key] = p
+	log.Info("transfer cut off; keeping what is durable for a resume", "records", rc.Records)
+}
+
+// unpark takes the parked transfer of a backup, if there is one.
+func (t *Target) unpark(key string) *transfer.Receiver {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.parked[key]
+	if p == nil {
+		return nil
+	}
+	delete(t.parked, key)
+	p.timer.Stop()
+	return p.rc
+}
+
+// Close ends parked transfers (removing their partial files) and parks
+// no more: a resume does not survive the process.
+func (t *Target) Close() error {
+	t.mu.Lock()
+	t.closing = true
+	ps := t.parked
+	t.parked = map[string]*parked{}
+	t.mu.Unlock()
+	for _, p := range ps {
+		p.timer.Stop()
+		p.rc.Abort()
+	}
+	return nil
+}
+
+type parked struct {
+	rc    *transfer.Receiver
+	timer *time.Timer
 }
 
 // receive reads a transfer stream on its own goroutine, up to depth

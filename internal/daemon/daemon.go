@@ -2,11 +2,17 @@ package daemon
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -74,6 +80,39 @@ func serve(ln net.Listener, g *grpc.Server, hs *health.Server, shutdown time.Dur
 	s := &Server{Addr: ln.Addr().String(), grpc: g, health: hs, done: make(chan error, 1), shutdown: shutdown, log: log}
 	go func() { s.done <- g.Serve(ln) }()
 	return s
+}
+
+// loadGrantKeys reads the controller grant keys a target trusts.
+func loadGrantKeys(path string) ([]ed25519.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("controller grant keys: %w", err)
+	}
+	var out []ed25519.PublicKey
+	for _, line := range strings.Fields(string(b)) {
+		k, err := hex.DecodeString(line)
+		if err != nil || len(k) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("controller grant keys %s: malformed key", path)
+		}
+		out = append(out, ed25519.PublicKey(k))
+	}
+	return out, nil
+}
+
+// saveGrantKeys writes them atomically.
+func saveGrantKeys(path string, ks []ed25519.PublicKey) error {
+	var b strings.Builder
+	for _, k := range ks {
+		b.WriteString(hex.EncodeToString(k) + "\n")
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // recoverRepo finishes what a crash of the previous agent process left in
@@ -147,6 +186,7 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 	opts := append(agent.ServerOptions(), grpc.Creds(credentials.NewTLS(stls)), grpc.WaitForHandlers(true))
 	g := grpc.NewServer(opts...)
 	repositoryv1.RegisterRepositoryServiceServer(g, agent.NewRepositories(cfg.Name, cfg.Role, repos))
+	var closeTarget func() error
 	switch cfg.Role {
 	case config.RoleSource:
 		dial := func(ctx context.Context, addr string, role pki.Role) (*grpc.ClientConn, error) {
@@ -160,9 +200,18 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 		src.SetMaxSessions(cfg.MaxSessions)
 		sourcev1.RegisterSourceServiceServer(g, src)
 	case config.RoleTarget:
-		tgt := agent.NewTarget(cfg.Name, repos, nil, log)
+		keysFile := filepath.Join(cfg.StateDir, "controller-grant-keys")
+		trusted, err := loadGrantKeys(keysFile)
+		if err != nil {
+			return nil, err
+		}
+		tgt := agent.NewTarget(cfg.Name, repos, trusted, log)
+		// Kept across restarts, so a session cut off by a restart of the
+		// target resumes under its grant.
+		tgt.OnRegister = func(ks []ed25519.PublicKey) error { return saveGrantKeys(keysFile, ks) }
 		tgt.SetMaxSessions(cfg.MaxSessions)
 		targetv1.RegisterTargetServiceServer(g, tgt)
+		closeTarget = tgt.Close
 	default:
 		return nil, fmt.Errorf("unknown agent role %q", cfg.Role)
 	}
@@ -171,6 +220,9 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	s := serve(ln, g, health.NewServer(), cfg.ShutdownTimeoutDuration, log)
+	if closeTarget != nil {
+		s.closers = append(s.closers, closeTarget)
+	}
 	log.Info("agent listening", "role", cfg.Role, "address", s.Addr, "repositories", len(repos))
 	return s, nil
 }

@@ -12,6 +12,7 @@ import (
 // It does not sync or rename; committing the file is the repository's job.
 type Writer struct {
 	bw      *bufio.Writer
+	under   io.Writer
 	h       Header
 	hdr     []byte
 	off     int64
@@ -44,7 +45,7 @@ func NewWriter(w io.Writer, h Header, kt KeyTable) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	fw := &Writer{bw: bufio.NewWriterSize(w, 256<<10), h: h, hdr: hdr, seen: map[BlockKey]struct{}{}}
+	fw := &Writer{bw: bufio.NewWriterSize(w, 256<<10), under: w, h: h, hdr: hdr, seen: map[BlockKey]struct{}{}}
 	fw.write(hdr)
 	fw.write(ktb) // the second slot starts empty
 	fw.start = fw.off
@@ -148,4 +149,38 @@ func (w *Writer) Finish(catalog []byte) (*Footer, error) {
 		w.err = w.bw.Flush()
 	}
 	return f, w.err
+}
+
+// Checkpoint is a point of a file being written that a writer can return
+// to: after its first Records records, at byte Offset.
+type Checkpoint struct {
+	Records int
+	Offset  int64
+	plain   uint64
+	sealed  uint64
+}
+
+// Flush writes out buffered bytes and returns a checkpoint at the end of
+// what is written. Making it durable (fsync) is the caller's.
+func (w *Writer) Flush() (Checkpoint, error) {
+	if w.err == nil {
+		w.err = w.bw.Flush()
+	}
+	return Checkpoint{Records: len(w.entries), Offset: w.off, plain: w.plain, sealed: w.sealed}, w.err
+}
+
+// Rewind returns the writer to cp, forgetting the records after it. The
+// caller truncates the underlying file to cp.Offset first.
+func (w *Writer) Rewind(cp Checkpoint) error {
+	if w.done || cp.Records > len(w.entries) || cp.Offset > w.off {
+		return errors.New("rewind: checkpoint is not behind the writer")
+	}
+	for _, e := range w.entries[cp.Records:] {
+		delete(w.seen, e.Key())
+	}
+	w.entries = w.entries[:cp.Records]
+	w.off, w.plain, w.sealed = cp.Offset, cp.plain, cp.sealed
+	w.bw.Reset(w.under)
+	w.err = nil
+	return nil
 }

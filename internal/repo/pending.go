@@ -109,3 +109,25 @@ func (p *Pending) abort() {
 	p.f.Close()
 	os.Remove(p.tmp)
 }
+
+// Sync makes what is written so far durable (a resumable session's
+// checkpoint).
+func (p *Pending) Sync() error {
+	if err := p.f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", p.tmp, err)
+	}
+	return nil
+}
+
+// Rewind cuts the partial file back to off, the end of its last durable
+// checkpoint, so that writing resumes there.
+func (p *Pending) Rewind(off int64) error {
+	if err := p.f.Truncate(off); err != nil {
+		return fmt.Errorf("rewind %s: %w", p.tmp, err)
+	}
+	if _, err := p.f.Seek(off, 0); err != nil {
+		return fmt.Errorf("rewind %s: %w", p.tmp, err)
+	}
+	p.written, p.kicked = off, min(p.kicked, off)
+	return nil
+}

@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -28,6 +29,13 @@ type Receiver struct {
 	tr      *trailer
 	Records int
 	Bytes   int64
+
+	hb, kb []byte // the header and key table as received
+	// The last durable checkpoint, where a cut-off transfer resumes.
+	cp      format.Checkpoint
+	cpTr    []byte // trailer hash state at cp
+	cpBytes int64
+	Session string // the grant's session, which a resume must name
 }
 
 // Expect is what the receiver checks the new file against: what the
@@ -95,7 +103,57 @@ func NewReceiver(r *repo.Repo, hb, kb []byte, want Expect) (*Receiver, error) {
 	}
 	rc.tr.part(hb)
 	rc.tr.part(kb)
+	rc.hb, rc.kb = bytes.Clone(hb), bytes.Clone(kb)
+	if _, err := rc.Checkpoint(); err != nil {
+		rc.Abort()
+		return nil, err
+	}
 	return rc, nil
+}
+
+// FileID is the id of the file being received.
+func (rc *Receiver) FileID() format.ID { return rc.h.FileID }
+
+// SinceCheckpoint is how many record bytes arrived after the last
+// checkpoint.
+func (rc *Receiver) SinceCheckpoint() int64 { return rc.Bytes - rc.cpBytes }
+
+// Checkpoint makes everything received so far durable and remembers it as
+// the point to resume from; it returns how many records that is.
+func (rc *Receiver) Checkpoint() (int, error) {
+	cp, err := rc.w.Flush()
+	if err != nil {
+		return 0, fmt.Errorf("write to repository %s: %w", rc.r.Dir, err)
+	}
+	if err := rc.pending.Sync(); err != nil {
+		return 0, fmt.Errorf("write to repository %s: %w", rc.r.Dir, err)
+	}
+	st, err := rc.tr.state()
+	if err != nil {
+		return 0, err
+	}
+	rc.cp, rc.cpTr, rc.cpBytes = cp, st, rc.Bytes
+	return cp.Records, nil
+}
+
+// Rewind returns to the last checkpoint, dropping what arrived after it,
+// for a resumed transfer of the same file: hb and kb, as sent again, must
+// be the bytes the file began with. It returns the records to resume after.
+func (rc *Receiver) Rewind(hb, kb []byte) (int, error) {
+	if !bytes.Equal(hb, rc.hb) || !bytes.Equal(kb, rc.kb) {
+		return 0, refuse("a resumed transfer must send the same header and key table")
+	}
+	if err := rc.pending.Rewind(rc.cp.Offset); err != nil {
+		return 0, err
+	}
+	if err := rc.w.Rewind(rc.cp); err != nil {
+		return 0, err
+	}
+	if err := rc.tr.restore(rc.cpTr); err != nil {
+		return 0, err
+	}
+	rc.Records, rc.Bytes = rc.cp.Records, rc.cpBytes
+	return rc.cp.Records, nil
 }
 
 // checkChain makes sure the file continues the chain as the repository

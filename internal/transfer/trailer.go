@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"crypto/sha256"
+	"encoding"
 	"hash"
 
 	"github.com/ferrybackup/ferry/internal/format"
@@ -19,3 +20,12 @@ func newTrailer() *trailer {
 func (t *trailer) part(b []byte)              { t.h.Write(b) }
 func (t *trailer) record(sum format.Checksum) { t.h.Write(sum[:]) }
 func (t *trailer) sum() (s [32]byte)          { t.h.Sum(s[:0]); return s }
+
+// state and restore save and load the hash state at a checkpoint.
+func (t *trailer) state() ([]byte, error) {
+	return t.h.(encoding.BinaryMarshaler).MarshalBinary()
+}
+
+func (t *trailer) restore(b []byte) error {
+	return t.h.(encoding.BinaryUnmarshaler).UnmarshalBinary(b)
+}

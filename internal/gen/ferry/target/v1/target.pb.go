@@ -129,8 +129,11 @@ type TransferOpen struct {
 	GrantSignature []byte `protobuf:"bytes,2,opt,name=grant_signature,json=grantSignature,proto3" json:"grant_signature,omitempty"`
 	Header         []byte `protobuf:"bytes,3,opt,name=header,proto3" json:"header,omitempty"`
 	KeyTable       []byte `protobuf:"bytes,4,opt,name=key_table,json=keyTable,proto3" json:"key_table,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// resume asks to continue a transfer of the same session that was cut
+	// off; the target answers with how many records it holds durably.
+	Resume        bool `protobuf:"varint,5,opt,name=resume,proto3" json:"resume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TransferOpen) Reset() {
@@ -189,6 +192,13 @@ func (x *TransferOpen) GetKeyTable() []byte {
 		return x.KeyTable
 	}
 	return nil
+}
+
+func (x *TransferOpen) GetResume() bool {
+	if x != nil {
+		return x.Resume
+	}
+	return false
 }
 
 // RecordChunk carries whole records, in file order: each is a 64-byte
@@ -349,6 +359,7 @@ type TransferResponse struct {
 	//
 	//	*TransferResponse_Accepted
 	//	*TransferResponse_Committed
+	//	*TransferResponse_Ack
 	Msg           isTransferResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -409,6 +420,15 @@ func (x *TransferResponse) GetCommitted() *TransferCommitted {
 	return nil
 }
 
+func (x *TransferResponse) GetAck() *TransferAck {
+	if x != nil {
+		if x, ok := x.Msg.(*TransferResponse_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
 type isTransferResponse_Msg interface {
 	isTransferResponse_Msg()
 }
@@ -421,13 +441,22 @@ type TransferResponse_Committed struct {
 	Committed *TransferCommitted `protobuf:"bytes,2,opt,name=committed,proto3,oneof"`
 }
 
+type TransferResponse_Ack struct {
+	Ack *TransferAck `protobuf:"bytes,3,opt,name=ack,proto3,oneof"`
+}
+
 func (*TransferResponse_Accepted) isTransferResponse_Msg() {}
 
 func (*TransferResponse_Committed) isTransferResponse_Msg() {}
 
+func (*TransferResponse_Ack) isTransferResponse_Msg() {}
+
 type TransferAccepted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FileId        []byte                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	FileId []byte                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	// The records the target already holds durably: the sender continues
+	// after them (0 for a new transfer).
+	ResumeFrom    uint64 `protobuf:"varint,2,opt,name=resume_from,json=resumeFrom,proto3" json:"resume_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -469,6 +498,58 @@ func (x *TransferAccepted) GetFileId() []byte {
 	return nil
 }
 
+func (x *TransferAccepted) GetResumeFrom() uint64 {
+	if x != nil {
+		return x.ResumeFrom
+	}
+	return 0
+}
+
+// TransferAck says how many records the target has made durable.
+type TransferAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       uint64                 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferAck) Reset() {
+	*x = TransferAck{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferAck) ProtoMessage() {}
+
+func (x *TransferAck) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferAck.ProtoReflect.Descriptor instead.
+func (*TransferAck) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TransferAck) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
 type TransferCommitted struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FileId        []byte                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
@@ -480,7 +561,7 @@ type TransferCommitted struct {
 
 func (x *TransferCommitted) Reset() {
 	*x = TransferCommitted{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[7]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +573,7 @@ func (x *TransferCommitted) String() string {
 func (*TransferCommitted) ProtoMessage() {}
 
 func (x *TransferCommitted) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[7]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +586,7 @@ func (x *TransferCommitted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferCommitted.ProtoReflect.Descriptor instead.
 func (*TransferCommitted) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{7}
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TransferCommitted) GetFileId() []byte {
@@ -550,7 +631,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[8]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +643,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[8]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +656,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{8}
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Grant) GetSessionId() string {
@@ -658,7 +739,7 @@ type RegisterControllerRequest struct {
 
 func (x *RegisterControllerRequest) Reset() {
 	*x = RegisterControllerRequest{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[9]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +751,7 @@ func (x *RegisterControllerRequest) String() string {
 func (*RegisterControllerRequest) ProtoMessage() {}
 
 func (x *RegisterControllerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[9]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +764,7 @@ func (x *RegisterControllerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterControllerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterControllerRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{9}
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RegisterControllerRequest) GetGrantPublicKey() []byte {
@@ -701,7 +782,7 @@ type RegisterControllerResponse struct {
 
 func (x *RegisterControllerResponse) Reset() {
 	*x = RegisterControllerResponse{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[10]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +794,7 @@ func (x *RegisterControllerResponse) String() string {
 func (*RegisterControllerResponse) ProtoMessage() {}
 
 func (x *RegisterControllerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[10]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +807,7 @@ func (x *RegisterControllerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterControllerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterControllerResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{10}
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{11}
 }
 
 var File_ferry_target_v1_target_proto protoreflect.FileDescriptor
@@ -738,12 +819,13 @@ const file_ferry_target_v1_target_proto_rawDesc = "" +
 	"\x04open\x18\x01 \x01(\v2\x1d.ferry.target.v1.TransferOpenH\x00R\x04open\x128\n" +
 	"\arecords\x18\x02 \x01(\v2\x1c.ferry.target.v1.RecordChunkH\x00R\arecords\x129\n" +
 	"\x06finish\x18\x03 \x01(\v2\x1f.ferry.target.v1.TransferFinishH\x00R\x06finishB\x05\n" +
-	"\x03msg\"\x82\x01\n" +
+	"\x03msg\"\x9a\x01\n" +
 	"\fTransferOpen\x12\x14\n" +
 	"\x05grant\x18\x01 \x01(\fR\x05grant\x12'\n" +
 	"\x0fgrant_signature\x18\x02 \x01(\fR\x0egrantSignature\x12\x16\n" +
 	"\x06header\x18\x03 \x01(\fR\x06header\x12\x1b\n" +
-	"\tkey_table\x18\x04 \x01(\fR\bkeyTable\"@\n" +
+	"\tkey_table\x18\x04 \x01(\fR\bkeyTable\x12\x16\n" +
+	"\x06resume\x18\x05 \x01(\bR\x06resume\"@\n" +
 	"\vRecordChunk\x121\n" +
 	"\arecords\x18\x01 \x03(\v2\x17.ferry.target.v1.RecordR\arecords\":\n" +
 	"\x06Record\x12\x16\n" +
@@ -751,13 +833,18 @@ const file_ferry_target_v1_target_proto_rawDesc = "" +
 	"\apayload\x18\x02 \x01(\fR\apayload\"M\n" +
 	"\x0eTransferFinish\x12\x18\n" +
 	"\acatalog\x18\x01 \x01(\fR\acatalog\x12!\n" +
-	"\ftrailer_hash\x18\x02 \x01(\fR\vtrailerHash\"\x9e\x01\n" +
+	"\ftrailer_hash\x18\x02 \x01(\fR\vtrailerHash\"\xd0\x01\n" +
 	"\x10TransferResponse\x12?\n" +
 	"\baccepted\x18\x01 \x01(\v2!.ferry.target.v1.TransferAcceptedH\x00R\baccepted\x12B\n" +
-	"\tcommitted\x18\x02 \x01(\v2\".ferry.target.v1.TransferCommittedH\x00R\tcommittedB\x05\n" +
-	"\x03msg\"+\n" +
+	"\tcommitted\x18\x02 \x01(\v2\".ferry.target.v1.TransferCommittedH\x00R\tcommitted\x120\n" +
+	"\x03ack\x18\x03 \x01(\v2\x1c.ferry.target.v1.TransferAckH\x00R\x03ackB\x05\n" +
+	"\x03msg\"L\n" +
 	"\x10TransferAccepted\x12\x17\n" +
-	"\afile_id\x18\x01 \x01(\fR\x06fileId\"u\n" +
+	"\afile_id\x18\x01 \x01(\fR\x06fileId\x12\x1f\n" +
+	"\vresume_from\x18\x02 \x01(\x04R\n" +
+	"resumeFrom\"'\n" +
+	"\vTransferAck\x12\x18\n" +
+	"\arecords\x18\x01 \x01(\x04R\arecords\"u\n" +
 	"\x11TransferCommitted\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\fR\x06fileId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x123\n" +
@@ -797,7 +884,7 @@ func file_ferry_target_v1_target_proto_rawDescGZIP() []byte {
 	return file_ferry_target_v1_target_proto_rawDescData
 }
 
-var file_ferry_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_ferry_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_ferry_target_v1_target_proto_goTypes = []any{
 	(*TransferRequest)(nil),            // 0: ferry.target.v1.TransferRequest
 	(*TransferOpen)(nil),               // 1: ferry.target.v1.TransferOpen
@@ -806,11 +893,12 @@ var file_ferry_target_v1_target_proto_goTypes = []any{
 	(*TransferFinish)(nil),             // 4: ferry.target.v1.TransferFinish
 	(*TransferResponse)(nil),           // 5: ferry.target.v1.TransferResponse
 	(*TransferAccepted)(nil),           // 6: ferry.target.v1.TransferAccepted
-	(*TransferCommitted)(nil),          // 7: ferry.target.v1.TransferCommitted
-	(*Grant)(nil),                      // 8: ferry.target.v1.Grant
-	(*RegisterControllerRequest)(nil),  // 9: ferry.target.v1.RegisterControllerRequest
-	(*RegisterControllerResponse)(nil), // 10: ferry.target.v1.RegisterControllerResponse
-	(*v1.SessionStats)(nil),            // 11: ferry.common.v1.SessionStats
+	(*TransferAck)(nil),                // 7: ferry.target.v1.TransferAck
+	(*TransferCommitted)(nil),          // 8: ferry.target.v1.TransferCommitted
+	(*Grant)(nil),                      // 9: ferry.target.v1.Grant
+	(*RegisterControllerRequest)(nil),  // 10: ferry.target.v1.RegisterControllerRequest
+	(*RegisterControllerResponse)(nil), // 11: ferry.target.v1.RegisterControllerResponse
+	(*v1.SessionStats)(nil),            // 12: ferry.common.v1.SessionStats
 }
 var file_ferry_target_v1_target_proto_depIdxs = []int32{
 	1,  // 0: ferry.target.v1.TransferRequest.open:type_name -> ferry.target.v1.TransferOpen
@@ -818,17 +906,18 @@ var file_ferry_target_v1_target_proto_depIdxs = []int32{
 	4,  // 2: ferry.target.v1.TransferRequest.finish:type_name -> ferry.target.v1.TransferFinish
 	3,  // 3: ferry.target.v1.RecordChunk.records:type_name -> ferry.target.v1.Record
 	6,  // 4: ferry.target.v1.TransferResponse.accepted:type_name -> ferry.target.v1.TransferAccepted
-	7,  // 5: ferry.target.v1.TransferResponse.committed:type_name -> ferry.target.v1.TransferCommitted
-	11, // 6: ferry.target.v1.TransferCommitted.stats:type_name -> ferry.common.v1.SessionStats
-	0,  // 7: ferry.target.v1.TargetService.Transfer:input_type -> ferry.target.v1.TransferRequest
-	9,  // 8: ferry.target.v1.TargetService.RegisterController:input_type -> ferry.target.v1.RegisterControllerRequest
-	5,  // 9: ferry.target.v1.TargetService.Transfer:output_type -> ferry.target.v1.TransferResponse
-	10, // 10: ferry.target.v1.TargetService.RegisterController:output_type -> ferry.target.v1.RegisterControllerResponse
-	9,  // [9:11] is the sub-list for method output_type
-	7,  // [7:9] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	8,  // 5: ferry.target.v1.TransferResponse.committed:type_name -> ferry.target.v1.TransferCommitted
+	7,  // 6: ferry.target.v1.TransferResponse.ack:type_name -> ferry.target.v1.TransferAck
+	12, // 7: ferry.target.v1.TransferCommitted.stats:type_name -> ferry.common.v1.SessionStats
+	0,  // 8: ferry.target.v1.TargetService.Transfer:input_type -> ferry.target.v1.TransferRequest
+	10, // 9: ferry.target.v1.TargetService.RegisterController:input_type -> ferry.target.v1.RegisterControllerRequest
+	5,  // 10: ferry.target.v1.TargetService.Transfer:output_type -> ferry.target.v1.TransferResponse
+	11, // 11: ferry.target.v1.TargetService.RegisterController:output_type -> ferry.target.v1.RegisterControllerResponse
+	10, // [10:12] is the sub-list for method output_type
+	8,  // [8:10] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_ferry_target_v1_target_proto_init() }
@@ -844,6 +933,7 @@ func file_ferry_target_v1_target_proto_init() {
 	file_ferry_target_v1_target_proto_msgTypes[5].OneofWrappers = []any{
 		(*TransferResponse_Accepted)(nil),
 		(*TransferResponse_Committed)(nil),
+		(*TransferResponse_Ack)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -851,7 +941,7 @@ func file_ferry_target_v1_target_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_target_v1_target_proto_rawDesc), len(file_ferry_target_v1_target_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,8 +34,10 @@ type TargetServiceClient interface {
 	// Transfer receives one session's backup file as a stream. The first
 	// message is an open carrying the controller's signed grant; then record
 	// chunks; then a finish with the catalog and a trailer hash over every
-	// byte of the file. The target answers with an accept and a commit.
-	// WAN mode and durability acks for resuming go on the same stream.
+	// byte of the file. The target answers with an accept, acks of what it
+	// made durable, and a commit; a cut-off transfer resumes after the last
+	// ack under the same grant. WAN mode negotiates digests on the same
+	// stream.
 	Transfer(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TransferRequest, TransferResponse], error)
 	// RegisterController tells the target the public key the controller
 	// signs grants with. Only a caller with the controller role may call it;
@@ -86,8 +88,10 @@ type TargetServiceServer interface {
 	// Transfer receives one session's backup file as a stream. The first
 	// message is an open carrying the controller's signed grant; then record
 	// chunks; then a finish with the catalog and a trailer hash over every
-	// byte of the file. The target answers with an accept and a commit.
-	// WAN mode and durability acks for resuming go on the same stream.
+	// byte of the file. The target answers with an accept, acks of what it
+	// made durable, and a commit; a cut-off transfer resumes after the last
+	// ack under the same grant. WAN mode negotiates digests on the same
+	// stream.
 	Transfer(grpc.BidiStreamingServer[TransferRequest, TransferResponse]) error
 	// RegisterController tells the target the public key the controller
 	// signs grants with. Only a caller with the controller role may call it;
