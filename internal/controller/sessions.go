@@ -170,15 +170,16 @@ func (s *Server) run(ls *liveSession, j catalog.Job, full bool) {
 	case kindCopy:
 		pt, secret, err = s.runCopy(s.ctx, ls, j, full)
 	}
-	ls.mu.Lock()
-	ls.sess.EndedAt = time.Now().UTC()
+	// The final state is recorded first and shown to watchers last, once
+	// the job is free again: a client that sees the result may start the
+	// next session at once.
+	sess, _, _ := ls.snapshot()
+	sess.EndedAt = time.Now().UTC()
 	if err != nil {
-		ls.sess.Result, ls.sess.Error = resultFailed, err.Error()
+		sess.Result, sess.Error = resultFailed, err.Error()
 	} else {
-		ls.sess.Result = resultSuccess
+		sess.Result = resultSuccess
 	}
-	sess := ls.sess
-	ls.mu.Unlock()
 
 	var cerr error
 	if err == nil && pt != nil {
@@ -213,6 +214,9 @@ func (s *Server) run(ls *liveSession, j catalog.Job, full bool) {
 	delete(s.running, j.UID)
 	delete(s.sessions, sess.ID)
 	s.mu.Unlock()
+	ls.mu.Lock()
+	ls.sess = sess
+	ls.mu.Unlock()
 	close(ls.done)
 }
 
