@@ -126,3 +126,8 @@ func (s *Store) ListSessionSecrets(jobUID string) (ss []SessionSecret, err error
 func (s *Store) CommitSession(sess Session, pt Point, secret SessionSecret) error {
 	return s.Update(func(tx *Tx) error { return tx.CommitSession(sess, pt, secret) })
 }
+
+// DeletePoint forgets a point and its session secret; see Tx.DeletePoint.
+func (s *Store) DeletePoint(jobUID string, fileID []byte) error {
+	return s.Update(func(tx *Tx) error { return tx.DeletePoint(jobUID, fileID) })
+}

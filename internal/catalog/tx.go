@@ -604,3 +604,12 @@ func (t *Tx) CommitSession(sess Session, pt Point, secret SessionSecret) error {
 	}
 	return nil
 }
+
+// DeletePoint forgets a restore point and its session secret, when its
+// file is gone from its repository (retention) or was never committed.
+func (t *Tx) DeletePoint(jobUID string, fileID []byte) error {
+	if err := t.bucket(bucketPoints).Delete(jobKey(jobUID, fileID)); err != nil {
+		return err
+	}
+	return t.bucket(bucketSessionSecrets).Delete(jobKey(jobUID, fileID))
+}

@@ -128,21 +128,20 @@ func StartDev(ctx context.Context, dir string, logOut io.Writer, kdf keys.KDFPar
 		env.Target.Stop()
 		return nil, err
 	}
-	var c interface {
-		EnsureAgent(ctx context.Context, name, address, role string) error
-	}
 	srv, cs, err := StartController(ccfg, logOut, kdf)
 	if err != nil {
 		env.Source.Stop()
 		env.Target.Stop()
 		return nil, err
 	}
-	env.Controller, c = srv, cs
+	env.Controller = srv
+	c := cs
 	for _, a := range []struct{ name, addr, role string }{{"source", env.Source.Addr, "source"}, {"target", env.Target.Addr, "target"}} {
 		if err := c.EnsureAgent(ctx, a.name, a.addr, a.role); err != nil {
 			env.Stop()
 			return nil, fmt.Errorf("add dev agent %s: %w", a.name, err)
 		}
 	}
+	cs.Reconcile(ctx)
 	return env, nil
 }

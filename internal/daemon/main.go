@@ -76,11 +76,14 @@ func ServeMain(args []string, stderr io.Writer) int {
 	if *logFormat != "" {
 		cfg.LogFormat = *logFormat
 	}
-	s, _, err := StartController(cfg, stderr, keys.KDFParams{})
+	s, c, err := StartController(cfg, stderr, keys.KDFParams{})
 	if err != nil {
 		fmt.Fprintf(stderr, "Error: %v\n", err)
 		return exitFailure
 	}
+	// Match the catalog with what the agents hold, in the background: a
+	// point committed while the controller was down is adopted.
+	go c.Reconcile(context.Background())
 	return runUntilSignal(stderr, s.Wait, s.Stop)
 }
 

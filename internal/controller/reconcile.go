@@ -1,0 +1,157 @@
+package controller
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ferrybackup/ferry/internal/catalog"
+	"github.com/ferrybackup/ferry/internal/format"
+	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
+	repositoryv1 "github.com/ferrybackup/ferry/internal/gen/ferry/repository/v1"
+	"github.com/ferrybackup/ferry/internal/keys"
+)
+
+// Reconcile compares the points each job's agent holds with the catalog,
+// as a controller does when it starts: a point committed on disk but not
+// recorded (the controller died in between) is adopted, with its session
+// secret recovered from the file's key table under the job's key; a point
+// the catalog lists but the agent no longer holds is reported. It returns
+// (and logs) what it found and did.
+func (s *Server) Reconcile(ctx context.Context) []string {
+	var report []string
+	say := func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		report = append(report, msg)
+		s.log.Warn("reconcile: " + msg)
+	}
+	jobs, err := s.store.ListJobs()
+	if err != nil {
+		say("cannot read the jobs: %v", err)
+		return report
+	}
+	for _, j := range jobs {
+		a, repoName, err := s.holder(j)
+		if err != nil {
+			say("job %s: %v", j.Name, err)
+			continue
+		}
+		rc, err := s.repoClient(a)
+		if err != nil {
+			say("job %s: %v", j.Name, err)
+			continue
+		}
+		list, err := rc.ListPoints(ctx, &repositoryv1.ListPointsRequest{Repository: repoName, Backup: j.Name})
+		if err != nil && status.Code(err) != codes.NotFound {
+			say("job %s: could not list its points on agent %s: %v", j.Name, a.Name, status.Convert(err).Message())
+			continue
+		}
+		onDisk := map[string]*commonv1.Point{}
+		for _, p := range list.GetPoints() {
+			if p.Damaged == "" {
+				onDisk[string(p.FileId)] = p
+			}
+		}
+		known, err := s.store.ListPoints(j.UID)
+		if err != nil {
+			say("job %s: %v", j.Name, err)
+			continue
+		}
+		inCatalog := map[string]bool{}
+		for _, p := range known {
+			inCatalog[string(p.FileID)] = true
+			if onDisk[string(p.FileID)] == nil {
+				say("job %s: point %x is in the catalog but agent %s no longer holds it", j.Name, p.FileID, a.Name)
+			}
+		}
+		var tables map[string][]byte
+		for fid, p := range onDisk {
+			if inCatalog[fid] {
+				continue
+			}
+			if tables == nil {
+				kt, err := rc.GetKeyTables(ctx, &repositoryv1.GetKeyTablesRequest{Repository: repoName, Backup: j.Name})
+				if err != nil {
+					say("job %s: could not read key tables on agent %s: %v", j.Name, a.Name, status.Convert(err).Message())
+					break
+				}
+				tables = map[string][]byte{}
+				for _, t := range kt.Tables {
+					tables[string(t.FileId)] = t.KeyTable
+				}
+			}
+			if err := s.adopt(j, a, repoName, p, tables[fid]); err != nil {
+				say("job %s: point %x on agent %s is not in the catalog and could not be adopted: %v", j.Name, p.FileId, a.Name, err)
+				continue
+			}
+			say("job %s: adopted point %s (sequence %d) found on agent %s but missing from the catalog", j.Name, hex.EncodeToString(p.FileId), p.Sequence, a.Name)
+		}
+	}
+	return report
+}
+
+// adopt records a point found on disk, recovering its session secret
+// from its key table with the job's current key.
+func (s *Server) adopt(j catalog.Job, a catalog.Agent, repoName string, p *commonv1.Point, table []byte) error {
+	pt := s.pointRecord(j, p, a.Name, repoName)
+	var secret catalog.SessionSecret
+	if p.Encrypted {
+		if table == nil {
+			return fmt.Errorf("no key table")
+		}
+		kt, err := format.ParseKeyTable("adopted", 0, table, uint32(len(table)/2))
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, e := range kt.Entries {
+			switch {
+			case e.Type == format.EntryTransit && j.Encryption == encKMS:
+				te, err := keys.ParseTransitEntry(e.Data)
+				if err != nil {
+					return err
+				}
+				pt.Wrapped, pt.WrappedKey = te.Ciphertext, te.Key
+				pt.KeyRefs = []string{fmt.Sprintf("kms %s/%s v%d", te.Mount, te.Key, te.Version())}
+				found = true
+			case e.Type == format.EntryPassword && j.Encryption == encPass:
+				rec, raw, err := s.store.GetKeyRecord(j.KeyID)
+				if err != nil {
+					return err
+				}
+				pe, err := keys.ParsePasswordEntry(e.Data)
+				if err != nil {
+					return err
+				}
+				pk, err := keys.PasswordKeyFromRaw(keys.KDFParams{Time: rec.KDFTime, Memory: rec.KDFMemory, Threads: rec.KDFThreads}, [16]byte(rec.Salt), rec.Hint, raw)
+				if err != nil {
+					return err
+				}
+				sess, err := pk.Unwrap(pe, e.Secret)
+				if err != nil {
+					continue // wrapped under an older password of the job
+				}
+				secret = secretRecord(p.FileId, sess)
+				found = true
+			}
+			if found {
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("none of its key table entries opens with the job's current key")
+		}
+	}
+	return s.store.Update(func(tx *catalog.Tx) error {
+		if err := tx.PutPoint(*pt); err != nil {
+			return err
+		}
+		if len(secret.Secret) > 0 {
+			return tx.PutSessionSecret(j.UID, secret)
+		}
+		return nil
+	})
+}
