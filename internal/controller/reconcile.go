@@ -94,7 +94,8 @@ func (s *Server) Reconcile(ctx context.Context) []string {
 }
 
 // adopt records a point found on disk, recovering its session secret
-// from its key table with the job's current key.
+// from its key table with the job's current key. For a copy job the source
+// point it came from is not known, so the job's next copy is a full.
 func (s *Server) adopt(j catalog.Job, a catalog.Agent, repoName string, p *commonv1.Point, table []byte) error {
 	pt := s.pointRecord(j, p, a.Name, repoName)
 	var secret catalog.SessionSecret
