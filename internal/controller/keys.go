@@ -149,7 +149,7 @@ func (s *Server) rewrapTransit(ctx context.Context, j catalog.Job, tables []*com
 		if p := byID[string(tables[r.table].FileId)]; p != nil && p.Wrapped != "" {
 			cp := *p
 			cp.Wrapped = re[i]
-			cp.KeyRefs = []string{fmt.Sprintf("kms %s/%s v%d", te.Mount, te.Key, te.Version())}
+			cp.KeyRefs = []string{te.Ref()}
 			changed = append(changed, cp)
 		}
 	}
@@ -167,11 +167,7 @@ func (s *Server) rewrapTransit(ctx context.Context, j catalog.Job, tables []*com
 // rewrapPassword wraps every file's secret under the job's current
 // password key, dropping the entries of older passwords.
 func (s *Server) rewrapPassword(j catalog.Job, tables []*commonv1.FileKeyTable) ([]*commonv1.FileKeyTable, error) {
-	rec, raw, err := s.store.GetKeyRecord(j.KeyID)
-	if err != nil {
-		return nil, err
-	}
-	pk, err := keys.PasswordKeyFromRaw(keys.KDFParams{Time: rec.KDFTime, Memory: rec.KDFMemory, Threads: rec.KDFThreads}, [16]byte(rec.Salt), rec.Hint, raw)
+	pk, err := s.passwordKey(j)
 	if err != nil {
 		return nil, err
 	}

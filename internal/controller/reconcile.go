@@ -116,18 +116,14 @@ func (s *Server) adopt(j catalog.Job, a catalog.Agent, repoName string, p *commo
 					return err
 				}
 				pt.Wrapped, pt.WrappedKey = te.Ciphertext, te.Key
-				pt.KeyRefs = []string{fmt.Sprintf("kms %s/%s v%d", te.Mount, te.Key, te.Version())}
+				pt.KeyRefs = []string{te.Ref()}
 				found = true
 			case e.Type == format.EntryPassword && j.Encryption == encPass:
-				rec, raw, err := s.store.GetKeyRecord(j.KeyID)
-				if err != nil {
-					return err
-				}
 				pe, err := keys.ParsePasswordEntry(e.Data)
 				if err != nil {
 					return err
 				}
-				pk, err := keys.PasswordKeyFromRaw(keys.KDFParams{Time: rec.KDFTime, Memory: rec.KDFMemory, Threads: rec.KDFThreads}, [16]byte(rec.Salt), rec.Hint, raw)
+				pk, err := s.passwordKey(j)
 				if err != nil {
 					return err
 				}

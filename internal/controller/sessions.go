@@ -269,14 +269,7 @@ func (s *Server) sessionKey(ctx context.Context, j catalog.Job) (newKey, error) 
 		te := keys.TransitEntry{Mount: s.o.Transit.Mount(), Namespace: s.o.Transit.Namespace(), Key: j.KMSKey, Ciphertext: w[0]}
 		kt = format.KeyTable{Generation: 1, Entries: []format.KeyEntry{{Secret: sess.ID(), Type: format.EntryTransit, Data: te.Marshal()}}}
 	default:
-		rec, raw, err := s.store.GetKeyRecord(j.KeyID)
-		if err != nil {
-			return nk, fmt.Errorf("job %s: its key: %w", j.Name, err)
-		}
-		if len(rec.Salt) != 16 {
-			return nk, fmt.Errorf("job %s: key record %s has no salt", j.Name, rec.ID)
-		}
-		pk, err := keys.PasswordKeyFromRaw(keys.KDFParams{Time: rec.KDFTime, Memory: rec.KDFMemory, Threads: rec.KDFThreads}, [16]byte(rec.Salt), rec.Hint, raw)
+		pk, err := s.passwordKey(j)
 		if err != nil {
 			return nk, err
 		}
@@ -295,6 +288,19 @@ func (s *Server) sessionKey(ctx context.Context, j catalog.Job) (newKey, error) 
 		return nk, err
 	}
 	return nk, nil
+}
+
+// passwordKey rebuilds a password job's current secret key from its key
+// record (the sealed Argon2id output with its parameters and salt).
+func (s *Server) passwordKey(j catalog.Job) (*keys.PasswordKey, error) {
+	rec, raw, err := s.store.GetKeyRecord(j.KeyID)
+	if err != nil {
+		return nil, fmt.Errorf("job %s: its key: %w", j.Name, err)
+	}
+	if len(rec.Salt) != 16 {
+		return nil, fmt.Errorf("job %s: key record %s has no salt", j.Name, rec.ID)
+	}
+	return keys.PasswordKeyFromRaw(keys.KDFParams{Time: rec.KDFTime, Memory: rec.KDFMemory, Threads: rec.KDFThreads}, [16]byte(rec.Salt), rec.Hint, raw)
 }
 
 func protoKey(sess *keys.Session) *commonv1.SessionKey {
@@ -390,8 +396,8 @@ func (s *Server) withKey(pt *catalog.Point, j catalog.Job, nk newKey) catalog.Se
 	}
 	if nk.wrapped != "" {
 		pt.Wrapped, pt.WrappedKey = nk.wrapped, j.KMSKey
-		te := keys.TransitEntry{Ciphertext: nk.wrapped}
-		pt.KeyRefs = []string{fmt.Sprintf("kms %s/%s v%d", s.o.Transit.Mount(), j.KMSKey, te.Version())}
+		te := keys.TransitEntry{Mount: s.o.Transit.Mount(), Key: j.KMSKey, Ciphertext: nk.wrapped}
+		pt.KeyRefs = []string{te.Ref()}
 		return catalog.SessionSecret{}
 	}
 	return secretRecord(pt.FileID, nk.sess)

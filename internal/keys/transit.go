@@ -64,3 +64,8 @@ func (e *TransitEntry) Version() int {
 	}
 	return v
 }
+
+// Ref is how listings name the key that wraps a secret: "kms MOUNT/KEY vN".
+func (e *TransitEntry) Ref() string {
+	return fmt.Sprintf("kms %s/%s v%d", e.Mount, e.Key, e.Version())
+}

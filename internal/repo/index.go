@@ -304,7 +304,7 @@ func KeyRefs(kt *format.KeyTable) (refs []string, hint string) {
 		ref := e.Type.String()
 		if e.Type == format.EntryTransit {
 			if te, err := keys.ParseTransitEntry(e.Data); err == nil {
-				ref = fmt.Sprintf("kms %s/%s v%d", te.Mount, te.Key, te.Version())
+				ref = te.Ref()
 			}
 		}
 		if e.Type == format.EntryPassword {
