@@ -219,40 +219,26 @@ func runCopyPipeline(ctx context.Context, files []*chainFile, todo []copyJob, h 
 	}
 	go func() { wg.Wait(); close(done) }()
 
-	pending := map[uint64]*copyJob{}
-	var next uint64
 	var hdr [format.RecordHeaderSize]byte
-	for j := range done {
-		if ctx.Err() != nil {
-			continue
+	inOrder(p, done, func(j *copyJob) uint64 { return j.seq }, func(j *copyJob) {
+		if j.err != nil {
+			p.fail(j.err)
+			return
 		}
-		pending[j.seq] = j
-		for {
-			j, ok := pending[next]
-			if !ok {
-				break
-			}
-			delete(pending, next)
-			next++
-			if j.err != nil {
-				p.fail(j.err)
-				break
-			}
-			if err := sink.Record(j.rh.Marshal(hdr[:0]), j.payload, j.sum); err != nil {
-				p.fail(err)
-				break
-			}
-			res.Records++
-			res.ReadBytes += int64(j.read)
-			res.SentBytes += int64(format.RecordHeaderSize + len(j.payload))
-			recs <- j.rec
-			outs <- j.out
-			j.rec, j.out, j.payload = nil, nil, nil
-			if spec.Progress != nil {
-				spec.Progress(res.SentBytes)
-			}
+		if err := sink.Record(j.rh.Marshal(hdr[:0]), j.payload, j.sum); err != nil {
+			p.fail(err)
+			return
 		}
-	}
+		res.Records++
+		res.ReadBytes += int64(j.read)
+		res.SentBytes += int64(format.RecordHeaderSize + len(j.payload))
+		recs <- j.rec
+		outs <- j.out
+		j.rec, j.out, j.payload = nil, nil, nil
+		if spec.Progress != nil {
+			spec.Progress(res.SentBytes)
+		}
+	}, func(*copyJob) {})
 	if p.err != nil {
 		return p.err
 	}

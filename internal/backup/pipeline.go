@@ -127,44 +127,29 @@ func runBackupPipeline(ctx context.Context, src *source, cat *format.Catalog, pr
 
 	// Writer: here, putting results back in order.
 	vanished := map[int]bool{}
-	pending := map[uint64]*job{}
-	var next uint64
 	var progress int64
-	for j := range done {
-		if p.ctx.Err() != nil {
-			recycle(j, bufs, outs)
-			continue
+	inOrder(p, done, func(j *job) uint64 { return j.seq }, func(j *job) {
+		obj := &cat.Objects[j.obj]
+		if j.end {
+			obj.Size = j.finalSize
+			obj.Digests = obj.Digests[:format.Blocks(j.finalSize, o.BlockSize)]
+			if j.vanished {
+				vanished[j.obj] = true
+			}
+			return
 		}
-		pending[j.seq] = j
-		for {
-			j, ok := pending[next]
-			if !ok {
-				break
-			}
-			delete(pending, next)
-			next++
-			obj := &cat.Objects[j.obj]
-			if j.end {
-				obj.Size = j.finalSize
-				obj.Digests = obj.Digests[:format.Blocks(j.finalSize, o.BlockSize)]
-				if j.vanished {
-					vanished[j.obj] = true
-				}
-				continue
-			}
-			obj.Digests[j.block] = j.digest
-			if !j.skip {
-				if err := w.WriteRecord(&j.rh, j.payload, &j.sum); err != nil {
-					p.fail(fmt.Errorf("write backup file: %w", err))
-				}
-			}
-			progress += int64(len(j.plain))
-			recycle(j, bufs, outs)
-			if o.Progress != nil {
-				o.Progress(progress)
+		obj.Digests[j.block] = j.digest
+		if !j.skip {
+			if err := w.WriteRecord(&j.rh, j.payload, &j.sum); err != nil {
+				p.fail(fmt.Errorf("write backup file: %w", err))
 			}
 		}
-	}
+		progress += int64(len(j.plain))
+		recycle(j, bufs, outs)
+		if o.Progress != nil {
+			o.Progress(progress)
+		}
+	}, func(j *job) { recycle(j, bufs, outs) })
 	if p.err != nil {
 		return nil, p.err
 	}
@@ -184,6 +169,30 @@ func runBackupPipeline(ctx context.Context, src *source, cat *format.Catalog, pr
 		stats.sourceSize += int64(cat.Objects[i].Size)
 	}
 	return stats, nil
+}
+
+// inOrder receives the results of a pipeline's workers, which finish in
+// any order, and hands them to emit in the order of their sequence numbers
+// (0, 1, ...). Once the pipeline has failed, results are handed to drop.
+func inOrder[T any](p *pipeline, done <-chan T, seq func(T) uint64, emit, drop func(T)) {
+	pending := map[uint64]T{}
+	var next uint64
+	for r := range done {
+		if p.ctx.Err() != nil {
+			drop(r)
+			continue
+		}
+		pending[seq(r)] = r
+		for p.ctx.Err() == nil {
+			r, ok := pending[next]
+			if !ok {
+				break
+			}
+			delete(pending, next)
+			next++
+			emit(r)
+		}
+	}
 }
 
 func recycle(j *job, bufs, outs chan []byte) {
