@@ -51,7 +51,12 @@ func (s *Repositories) ListPoints(ctx context.Context, req *repositoryv1.ListPoi
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &repositoryv1.ListPointsResponse{Points: pts}, nil
+	resp := &repositoryv1.ListPointsResponse{Points: pts}
+	if req.TakeRecoveryNotes {
+		r, _ := s.repo(req.Repository) // listPoints found it
+		resp.RecoveryNotes = r.TakeNotes(req.Backup)
+	}
+	return resp, nil
 }
 
 // Verify checks a chain of a backup, keyless or with the keys handed over.

@@ -31,6 +31,8 @@ type Repository struct {
 	Name              string
 	Repo              *repo.Repo
 	RequireEncryption bool
+
+	notes notes
 }
 
 // Target is the target agent's TargetService.
@@ -186,6 +188,8 @@ func (t *Target) transfer(stream targetv1.TargetService_TransferServer) error {
 		log.Info("resuming a cut-off transfer", "records", resumeFrom)
 	} else {
 		if rc != nil {
+			r.Note(g.Backup, "a transfer of session %s cut off earlier was ended by session %s; its partial file was removed", rc.Session, g.SessionId)
+			log.Warn("ending a cut-off transfer of another session", "cut_off_session", rc.Session)
 			rc.Abort()
 		}
 		if rc, err = transfer.NewReceiver(r.Repo, open.Header, open.KeyTable, want); err != nil {
@@ -198,7 +202,7 @@ func (t *Target) transfer(stream targetv1.TargetService_TransferServer) error {
 		switch {
 		case committed:
 		case park:
-			t.park(parkKey, rc, time.Unix(g.ExpiresUnix, 0), log)
+			t.park(parkKey, r, g, rc, log)
 		default:
 			rc.Abort()
 		}
@@ -266,7 +270,7 @@ func linkCut(err error) bool {
 // park keeps a cut-off transfer until its grant expires, for a resume.
 // It holds its backup's lock meanwhile; a new transfer into the backup
 // ends it.
-func (t *Target) park(key string, rc *transfer.Receiver, expires time.Time, log hclog.Logger) {
+func (t *Target) park(key string, r *Repository, g *targetv1.Grant, rc *transfer.Receiver, log hclog.Logger) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closing {
@@ -274,9 +278,10 @@ func (t *Target) park(key string, rc *transfer.Receiver, expires time.Time, log 
 		return
 	}
 	p := &parked{rc: rc}
-	p.timer = time.AfterFunc(time.Until(expires), func() {
+	p.timer = time.AfterFunc(time.Until(time.Unix(g.ExpiresUnix, 0)), func() {
 		if got := t.unpark(key); got != nil {
 			log.Warn("a cut-off transfer was not resumed before its grant expired; its partial file is removed")
+			r.Note(g.Backup, "the transfer of session %s was cut off and not resumed before its grant expired; its partial file was removed", g.SessionId)
 			got.Abort()
 		}
 	})

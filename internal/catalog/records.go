@@ -68,6 +68,9 @@ type Session struct {
 	Mode   string `json:"mode"`
 	Result string `json:"result"` // "running", "success" or "failed"
 	Error  string `json:"error,omitempty"`
+	// Notes say what recovery found and did around the session: cut off
+	// by a restart, points adopted, partial files removed by an agent.
+	Notes []string `json:"notes,omitempty"`
 
 	StartedAt time.Time `json:"started_at"`
 	EndedAt   time.Time `json:"ended_at"`

@@ -66,7 +66,7 @@ func newSessionShowCmd(e *env) *cobra.Command {
 	var output string
 	c := &cobra.Command{
 		Use:     "show ID",
-		Short:   "Show a session: mode, bytes read, sent and written, speed, duration, result and error",
+		Short:   "Show a session: mode, bytes read, sent and written, speed, duration, result, error and what recovery did",
 		Example: `  controller session show 01J9ZK6W3V1Q`,
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -109,6 +109,13 @@ func newSessionShowCmd(e *env) *cobra.Command {
 			}
 			if v.Error != "" {
 				row("error", "%s", v.Error)
+			}
+			for i, n := range v.Notes {
+				k := ""
+				if i == 0 {
+					k = "recovery"
+				}
+				fmt.Fprintf(tw, "%s\t%s\n", k+map[bool]string{true: ":", false: ""}[k != ""], n)
 			}
 			return tw.Flush()
 		},

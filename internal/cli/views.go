@@ -64,6 +64,7 @@ type sessionView struct {
 	Records         int64         `json:"records"`
 	MBPerSecond     float64       `json:"mb_per_second"`
 	Point           *sessionPoint `json:"point,omitempty"`
+	Notes           []string      `json:"notes,omitempty"`
 }
 
 // sessionPoint is the point a session made.
@@ -242,6 +243,7 @@ func newSessionView(s *controllerv1.Session) sessionView {
 		Result: resultWord(s.GetResult()), Error: s.GetError(),
 		Started: unixTime(s.GetStartedUnixNano()), Ended: unixTime(s.GetEndedUnixNano()),
 		BytesRead: st.GetBytesRead(), BytesSent: st.GetBytesSent(), BytesWritten: st.GetBytesWritten(), Records: st.GetRecords(),
+		Notes: s.GetNotes(),
 	}
 	d := sessionDuration(s, time.Now())
 	v.DurationSeconds = d.Seconds()

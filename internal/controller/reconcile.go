@@ -1,9 +1,11 @@
 package controller
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"fmt"
+	"sort"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -19,76 +21,127 @@ import (
 // as a controller does when it starts: a point committed on disk but not
 // recorded (the controller died in between) is adopted, with its session
 // secret recovered from the file's key table under the job's key; a point
-// the catalog lists but the agent no longer holds is reported. It returns
-// (and logs) what it found and did.
+// the catalog lists but the agent no longer holds is reported; what the
+// agent's own recovery did (partial files removed, journals replayed) is
+// collected. Each job's findings are logged and added to the notes of its
+// latest session (the one cut off by the restart, if any), where
+// `session show` shows them. It returns every finding.
 func (s *Server) Reconcile(ctx context.Context) []string {
+	jobs, err := s.store.ListJobs()
+	if err != nil {
+		s.log.Warn("reconcile: cannot read the jobs", "error", err)
+		return []string{fmt.Sprintf("cannot read the jobs: %v", err)}
+	}
+	var report []string
+	for _, j := range jobs {
+		notes := s.reconcileJob(ctx, j)
+		if len(notes) == 0 {
+			continue
+		}
+		report = append(report, notes...)
+		if err := s.noteLatestSession(j, notes); err != nil {
+			s.log.Warn("reconcile: could not record the findings in the job's latest session", "job", j.Name, "error", err)
+		}
+	}
+	return report
+}
+
+// noteLatestSession appends notes to the newest finished session of a job.
+func (s *Server) noteLatestSession(j catalog.Job, notes []string) error {
+	ss, err := s.store.ListSessions(j.UID)
+	if err != nil {
+		return err
+	}
+	var last *catalog.Session
+	for i := range ss {
+		if ss[i].Result != resultRunning && (last == nil || ss[i].StartedAt.After(last.StartedAt)) {
+			last = &ss[i]
+		}
+	}
+	if last == nil {
+		return nil
+	}
+	s.mu.Lock()
+	_, running := s.sessions[last.ID]
+	s.mu.Unlock()
+	if running {
+		return nil
+	}
+	last.Notes = append(last.Notes, notes...)
+	return s.store.PutSession(*last)
+}
+
+// reconcileJob brings one job's catalog points in line with what its
+// agent holds, and returns (and logs) what it found and did.
+func (s *Server) reconcileJob(ctx context.Context, j catalog.Job) []string {
 	var report []string
 	say := func(format string, args ...any) {
 		msg := fmt.Sprintf(format, args...)
 		report = append(report, msg)
-		s.log.Warn("reconcile: " + msg)
+		s.log.Warn("reconcile: "+msg, "job", j.Name)
 	}
-	jobs, err := s.store.ListJobs()
+	a, repoName, err := s.holder(j)
 	if err != nil {
-		say("cannot read the jobs: %v", err)
+		say("job %s: %v", j.Name, err)
 		return report
 	}
-	for _, j := range jobs {
-		a, repoName, err := s.holder(j)
-		if err != nil {
-			say("job %s: %v", j.Name, err)
+	rc, err := s.repoClient(a)
+	if err != nil {
+		say("job %s: %v", j.Name, err)
+		return report
+	}
+	list, err := rc.ListPoints(ctx, &repositoryv1.ListPointsRequest{Repository: repoName, Backup: j.Name, TakeRecoveryNotes: true})
+	if err != nil && status.Code(err) != codes.NotFound {
+		say("job %s: could not list its points on agent %s: %v", j.Name, a.Name, status.Convert(err).Message())
+		return report
+	}
+	for _, n := range list.GetRecoveryNotes() {
+		say("agent %s: %s", a.Name, n)
+	}
+	onDisk := map[string]*commonv1.Point{}
+	for _, p := range list.GetPoints() {
+		if p.Damaged == "" {
+			onDisk[string(p.FileId)] = p
+		}
+	}
+	known, err := s.store.ListPoints(j.UID)
+	if err != nil {
+		say("job %s: %v", j.Name, err)
+		return report
+	}
+	inCatalog := map[string]bool{}
+	for _, p := range known {
+		inCatalog[string(p.FileID)] = true
+		if onDisk[string(p.FileID)] == nil {
+			say("job %s: point %x is in the catalog but agent %s no longer holds it", j.Name, p.FileID, a.Name)
+		}
+	}
+	var orphans []*commonv1.Point
+	for fid, p := range onDisk {
+		if !inCatalog[fid] {
+			orphans = append(orphans, p)
+		}
+	}
+	if len(orphans) == 0 {
+		return report
+	}
+	// Oldest first, so a chain's points are adopted parent before child.
+	sort.Slice(orphans, func(a, b int) bool { return orphans[a].Sequence < orphans[b].Sequence })
+	kt, err := rc.GetKeyTables(ctx, &repositoryv1.GetKeyTablesRequest{Repository: repoName, Backup: j.Name})
+	if err != nil {
+		say("job %s: could not read key tables on agent %s: %v", j.Name, a.Name, status.Convert(err).Message())
+		return report
+	}
+	tables := map[string][]byte{}
+	for _, t := range kt.Tables {
+		tables[string(t.FileId)] = t.KeyTable
+	}
+	for _, p := range orphans {
+		if err := s.adopt(j, a, repoName, p, tables[string(p.FileId)]); err != nil {
+			say("job %s: point %x on agent %s is not in the catalog and could not be adopted: %v", j.Name, p.FileId, a.Name, err)
 			continue
 		}
-		rc, err := s.repoClient(a)
-		if err != nil {
-			say("job %s: %v", j.Name, err)
-			continue
-		}
-		list, err := rc.ListPoints(ctx, &repositoryv1.ListPointsRequest{Repository: repoName, Backup: j.Name})
-		if err != nil && status.Code(err) != codes.NotFound {
-			say("job %s: could not list its points on agent %s: %v", j.Name, a.Name, status.Convert(err).Message())
-			continue
-		}
-		onDisk := map[string]*commonv1.Point{}
-		for _, p := range list.GetPoints() {
-			if p.Damaged == "" {
-				onDisk[string(p.FileId)] = p
-			}
-		}
-		known, err := s.store.ListPoints(j.UID)
-		if err != nil {
-			say("job %s: %v", j.Name, err)
-			continue
-		}
-		inCatalog := map[string]bool{}
-		for _, p := range known {
-			inCatalog[string(p.FileID)] = true
-			if onDisk[string(p.FileID)] == nil {
-				say("job %s: point %x is in the catalog but agent %s no longer holds it", j.Name, p.FileID, a.Name)
-			}
-		}
-		var tables map[string][]byte
-		for fid, p := range onDisk {
-			if inCatalog[fid] {
-				continue
-			}
-			if tables == nil {
-				kt, err := rc.GetKeyTables(ctx, &repositoryv1.GetKeyTablesRequest{Repository: repoName, Backup: j.Name})
-				if err != nil {
-					say("job %s: could not read key tables on agent %s: %v", j.Name, a.Name, status.Convert(err).Message())
-					break
-				}
-				tables = map[string][]byte{}
-				for _, t := range kt.Tables {
-					tables[string(t.FileId)] = t.KeyTable
-				}
-			}
-			if err := s.adopt(j, a, repoName, p, tables[fid]); err != nil {
-				say("job %s: point %x on agent %s is not in the catalog and could not be adopted: %v", j.Name, p.FileId, a.Name, err)
-				continue
-			}
-			say("job %s: adopted point %s (sequence %d) found on agent %s but missing from the catalog", j.Name, hex.EncodeToString(p.FileId), p.Sequence, a.Name)
-		}
+		say("job %s: adopted point %s (sequence %d) found on agent %s but missing from the catalog", j.Name, hex.EncodeToString(p.FileId), p.Sequence, a.Name)
 	}
 	return report
 }
@@ -147,8 +200,20 @@ func (s *Server) adopt(j catalog.Job, a catalog.Agent, repoName string, p *commo
 			return err
 		}
 		if len(secret.Secret) > 0 {
-			return tx.PutSessionSecret(j.UID, secret)
+			if err := tx.PutSessionSecret(j.UID, secret); err != nil {
+				return err
+			}
 		}
-		return nil
+		// The session that made the point would have moved the job onto
+		// its chain; do it now, so the next session continues that chain.
+		cur, err := tx.GetJob(j.Name)
+		if err != nil || cur.UID != j.UID {
+			return nil
+		}
+		if len(cur.ChainID) == 0 || (cur.NewChainPending && !bytes.Equal(cur.ChainID, pt.ChainID)) {
+			cur.ChainID, cur.BackupID, cur.NewChainPending = pt.ChainID, pt.BackupID, false
+			_, err = tx.PutJob(cur)
+		}
+		return err
 	})
 }

@@ -81,6 +81,7 @@ func sessionProto(sess catalog.Session, pt *commonv1.Point) *controllerv1.Sessio
 		StartedUnixNano: sess.StartedAt.UnixNano(),
 		Stats:           &commonv1.SessionStats{BytesRead: sess.BytesRead, BytesSent: sess.BytesSent, BytesWritten: sess.BytesWritten, Records: sess.Records},
 		Point:           pt,
+		Notes:           sess.Notes,
 	}
 	end := time.Now()
 	if !sess.EndedAt.IsZero() {
@@ -159,6 +160,14 @@ func (s *Server) start(j catalog.Job, full bool) (*liveSession, error) {
 func (s *Server) run(ls *liveSession, j catalog.Job, full bool) {
 	log := s.log.With("session", ls.sess.ID, "job", j.Name)
 	log.Info("session started", "kind", j.Kind)
+	// Bring the catalog in line with the job's agent first: a point an
+	// earlier session committed while this controller lost track of it
+	// (an agent killed before it answered) becomes the parent it is.
+	if notes := s.reconcileJob(s.ctx, j); len(notes) > 0 {
+		ls.mu.Lock()
+		ls.sess.Notes = append(ls.sess.Notes, notes...)
+		ls.mu.Unlock()
+	}
 	var (
 		pt     *catalog.Point
 		secret catalog.SessionSecret

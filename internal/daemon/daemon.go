@@ -119,7 +119,8 @@ func saveGrantKeys(path string, ks []ed25519.PublicKey) error {
 // a repository before serving it: interrupted key table rewrites are
 // replayed or dropped (by taking each backup's lock), and partial files of
 // interrupted sessions are removed, since they are never restore points.
-func recoverRepo(r *repo.Repo, name string, log hclog.Logger) error {
+func recoverRepo(ar *agent.Repository, log hclog.Logger) error {
+	r, name := ar.Repo, ar.Name
 	backups, err := r.Backups()
 	if err != nil {
 		return err
@@ -131,6 +132,7 @@ func recoverRepo(r *repo.Repo, name string, log hclog.Logger) error {
 		}
 		for _, d := range done {
 			log.Warn("recovered an interrupted key table rewrite", "repository", name, "backup", b, "what", d)
+			ar.Note(b, "agent restart: recovered an interrupted key table rewrite (%s)", d)
 		}
 		l, err := r.Lock(b)
 		if err != nil {
@@ -143,6 +145,7 @@ func recoverRepo(r *repo.Repo, name string, log hclog.Logger) error {
 		}
 		for _, p := range removed {
 			log.Warn("removed the partial file of an interrupted session", "repository", name, "backup", b, "path", p)
+			ar.Note(b, "agent restart: removed the partial file %s of an interrupted session", filepath.Base(p))
 		}
 	}
 	return nil
@@ -168,10 +171,11 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("repository %s: %w", rc.Name, err)
 		}
-		if err := recoverRepo(r, rc.Name, log); err != nil {
+		ar := &agent.Repository{Name: rc.Name, Repo: r, RequireEncryption: rc.RequireEncryption}
+		if err := recoverRepo(ar, log); err != nil {
 			return nil, err
 		}
-		repos = append(repos, &agent.Repository{Name: rc.Name, Repo: r, RequireEncryption: rc.RequireEncryption})
+		repos = append(repos, ar)
 	}
 	allowed := []pki.Role{pki.RoleController}
 	if cfg.Role == config.RoleTarget {

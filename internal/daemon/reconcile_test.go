@@ -3,6 +3,8 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,6 +56,15 @@ func TestReconcileAdoptsCommittedPoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	store.Close()
+	// And what a target killed mid-transfer leaves: a partial file, which
+	// the target removes when it starts.
+	chains, _ := filepath.Glob(filepath.Join(dir, "target", "repos", "local", "backups", "offsite", "????????????????????????????????"))
+	if len(chains) != 1 {
+		t.Fatalf("target chains: %v", chains)
+	}
+	if err := os.WriteFile(filepath.Join(chains[0], "00000002-0123456789abcdef0123456789abcdef.ferry.partial"), []byte("torn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	logs := &syncBuffer{}
 	env, err = StartDev(ctx, dir, logs, keys.TestKDF)
@@ -74,4 +85,26 @@ func TestReconcileAdoptsCommittedPoints(t *testing.T) {
 		t.Fatalf("the adopted point does not restore: %v", err)
 	}
 	datagen.SameTree(t, src, to)
+
+	// session show of the job's last session says what recovery did.
+	ss, err := c.ListSessions(ctx, &controllerv1.ListSessionsRequest{Job: "offsite"})
+	if err != nil || len(ss.Sessions) != 1 {
+		t.Fatalf("sessions: %v %v", ss, err)
+	}
+	got, err := c.GetSession(ctx, &controllerv1.GetSessionRequest{Id: ss.Sessions[0].Id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := strings.Join(got.Session.Notes, "\n")
+	if !strings.Contains(notes, "adopted point "+hex.EncodeToString(lost)) || !strings.Contains(notes, "removed the partial file 00000002-0123456789abcdef0123456789abcdef.ferry.partial") {
+		t.Fatalf("notes of the last session:\n%s", notes)
+	}
+	// Taken once: the next session of the job starts with no old news.
+	runJob(t, c, "offsite")
+	ss, _ = c.ListSessions(ctx, &controllerv1.ListSessionsRequest{Job: "offsite"})
+	for _, x := range ss.Sessions {
+		if x.Id != got.Session.Id && len(x.Notes) != 0 {
+			t.Fatalf("the next session repeats old notes: %v", x.Notes)
+		}
+	}
 }

@@ -1233,8 +1233,11 @@ type Session struct {
 	EndedUnixNano   int64                  `protobuf:"varint,8,opt,name=ended_unix_nano,json=endedUnixNano,proto3" json:"ended_unix_nano,omitempty"`
 	Stats           *v1.SessionStats       `protobuf:"bytes,9,opt,name=stats,proto3" json:"stats,omitempty"`
 	Point           *v1.Point              `protobuf:"bytes,10,opt,name=point,proto3" json:"point,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// What recovery found and did around this session: sessions cut off by
+	// a restart, points adopted into the catalog, partial files removed.
+	Notes         []string `protobuf:"bytes,11,rep,name=notes,proto3" json:"notes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -1333,6 +1336,13 @@ func (x *Session) GetStats() *v1.SessionStats {
 func (x *Session) GetPoint() *v1.Point {
 	if x != nil {
 		return x.Point
+	}
+	return nil
+}
+
+func (x *Session) GetNotes() []string {
+	if x != nil {
+		return x.Notes
 	}
 	return nil
 }
@@ -2102,7 +2112,7 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x0eRunJobResponse\x126\n" +
 	"\asession\x18\x01 \x01(\v2\x1c.ferry.controller.v1.SessionR\asession\x12\x1f\n" +
 	"\vtotal_bytes\x18\x02 \x01(\x03R\n" +
-	"totalBytes\"\xfa\x02\n" +
+	"totalBytes\"\x90\x03\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03job\x18\x02 \x01(\tR\x03job\x120\n" +
@@ -2114,7 +2124,8 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x0fended_unix_nano\x18\b \x01(\x03R\rendedUnixNano\x123\n" +
 	"\x05stats\x18\t \x01(\v2\x1d.ferry.common.v1.SessionStatsR\x05stats\x12,\n" +
 	"\x05point\x18\n" +
-	" \x01(\v2\x16.ferry.common.v1.PointR\x05point\"'\n" +
+	" \x01(\v2\x16.ferry.common.v1.PointR\x05point\x12\x14\n" +
+	"\x05notes\x18\v \x03(\tR\x05notes\"'\n" +
 	"\x13ListSessionsRequest\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\"P\n" +
 	"\x14ListSessionsResponse\x128\n" +

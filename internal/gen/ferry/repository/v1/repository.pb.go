@@ -180,11 +180,14 @@ func (x *Repository) GetRequireEncryption() bool {
 }
 
 type ListPointsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
-	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Repository string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	Backup     string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	// Hand over (and forget) what the agent did to this backup while
+	// recovering from a crash: partial files removed, journals replayed.
+	TakeRecoveryNotes bool `protobuf:"varint,3,opt,name=take_recovery_notes,json=takeRecoveryNotes,proto3" json:"take_recovery_notes,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ListPointsRequest) Reset() {
@@ -231,9 +234,19 @@ func (x *ListPointsRequest) GetBackup() string {
 	return ""
 }
 
+func (x *ListPointsRequest) GetTakeRecoveryNotes() bool {
+	if x != nil {
+		return x.TakeRecoveryNotes
+	}
+	return false
+}
+
 type ListPointsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Points        []*v1.Point            `protobuf:"bytes,1,rep,name=points,proto3" json:"points,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Points []*v1.Point            `protobuf:"bytes,1,rep,name=points,proto3" json:"points,omitempty"`
+	// With take_recovery_notes: what the agent's recovery did to this
+	// backup since the notes were last taken.
+	RecoveryNotes []string `protobuf:"bytes,2,rep,name=recovery_notes,json=recoveryNotes,proto3" json:"recovery_notes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -271,6 +284,13 @@ func (*ListPointsResponse) Descriptor() ([]byte, []int) {
 func (x *ListPointsResponse) GetPoints() []*v1.Point {
 	if x != nil {
 		return x.Points
+	}
+	return nil
+}
+
+func (x *ListPointsResponse) GetRecoveryNotes() []string {
+	if x != nil {
+		return x.RecoveryNotes
 	}
 	return nil
 }
@@ -761,14 +781,16 @@ const file_ferry_repository_v1_repository_proto_rawDesc = "" +
 	"\n" +
 	"Repository\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
-	"\x12require_encryption\x18\x02 \x01(\bR\x11requireEncryption\"K\n" +
+	"\x12require_encryption\x18\x02 \x01(\bR\x11requireEncryption\"{\n" +
 	"\x11ListPointsRequest\x12\x1e\n" +
 	"\n" +
 	"repository\x18\x01 \x01(\tR\n" +
 	"repository\x12\x16\n" +
-	"\x06backup\x18\x02 \x01(\tR\x06backup\"D\n" +
+	"\x06backup\x18\x02 \x01(\tR\x06backup\x12.\n" +
+	"\x13take_recovery_notes\x18\x03 \x01(\bR\x11takeRecoveryNotes\"k\n" +
 	"\x12ListPointsResponse\x12.\n" +
-	"\x06points\x18\x01 \x03(\v2\x16.ferry.common.v1.PointR\x06points\"\xad\x01\n" +
+	"\x06points\x18\x01 \x03(\v2\x16.ferry.common.v1.PointR\x06points\x12%\n" +
+	"\x0erecovery_notes\x18\x02 \x03(\tR\rrecoveryNotes\"\xad\x01\n" +
 	"\rVerifyRequest\x12\x1e\n" +
 	"\n" +
 	"repository\x18\x01 \x01(\tR\n" +
