@@ -62,6 +62,7 @@ type stack struct {
 	env                       []string
 	procs                     []*exec.Cmd
 	target                    *exec.Cmd
+	daemons                   [3]*exec.Cmd // controller, source agent, target agent
 }
 
 // ctl runs the controller CLI and returns its exit code and output.
@@ -95,7 +96,8 @@ func (s *stack) start(name string, args ...string) *exec.Cmd {
 	s.t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
 	cmd.Dir = s.dir
-	logf, err := os.Create(filepath.Join(s.dir, name+".log"))
+	// Appended to, so a daemon started again keeps its earlier log.
+	logf, err := os.OpenFile(filepath.Join(s.dir, name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -145,9 +147,10 @@ func startStack(t *testing.T, requireEncryption bool, targetExtra ...string) *st
 	writeFile(t, filepath.Join(s.dir, "controller.hcl"), fmt.Sprintf("listen = %q\nstate_dir = \"state/controller\"\nlog_level = \"debug\"\n%s", s.ctlAddr, tlsBlock("controller")))
 	writeFile(t, filepath.Join(s.dir, "source.hcl"), fmt.Sprintf("name = \"source\"\nrole = \"source\"\nlisten = %q\nstate_dir = \"state/source\"\nlog_level = \"debug\"\n%srepository \"local\" {\n  path = \"repos/source\"\n}\n", s.srcAddr, tlsBlock("source")))
 	writeFile(t, filepath.Join(s.dir, "target.hcl"), fmt.Sprintf("name = \"target\"\nrole = \"target\"\nlisten = %q\nstate_dir = \"state/target\"\nlog_level = \"debug\"\n%srepository \"local\" {\n  path = \"repos/target\"\n  require_encryption = %v\n}\n%s\n", s.tgtAddr, tlsBlock("target"), requireEncryption, strings.Join(targetExtra, "\n")))
-	s.start("controller", "serve", "-config", "controller.hcl")
-	s.start("agent-source", "-config", "source.hcl")
+	s.daemons[0] = s.start("controller", "serve", "-config", "controller.hcl")
+	s.daemons[1] = s.start("agent-source", "-config", "source.hcl")
 	s.target = s.start("agent-target", "-config", "target.hcl")
+	s.daemons[2] = s.target
 	s.env = []string{"FERRY_ADDR=" + s.ctlAddr, "FERRY_CACERT=" + filepath.Join(s.dir, "pki/ca.crt"),
 		"FERRY_CLIENT_CERT=" + filepath.Join(s.dir, "pki/admin.crt"), "FERRY_CLIENT_KEY=" + filepath.Join(s.dir, "pki/admin.key")}
 	for _, addr := range []string{s.ctlAddr, s.srcAddr, s.tgtAddr} {
