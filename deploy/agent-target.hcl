@@ -25,6 +25,10 @@ max_sessions = 8
 # durable.
 shutdown_timeout = "1m"
 
+# Received data is fsynced and acknowledged every this many bytes; a session
+# whose link drops resumes from there (1MiB to 1GiB, default 32MiB).
+durability_interval = "32MiB"
+
 tls {
   cert_file = "/etc/ferry/offsite.crt"
   key_file  = "/etc/ferry/offsite.key" # mode 0600

@@ -61,6 +61,13 @@ type Agent struct {
 	ShutdownTimeout string `hcl:"shutdown_timeout,optional"`
 	// ShutdownTimeoutDuration is ShutdownTimeout parsed.
 	ShutdownTimeoutDuration time.Duration
+	// DurabilityInterval is how much a target agent receives between two
+	// fsyncs of a session's file; each is acknowledged to the source, so a
+	// session cut off resends at most this much ("32MiB" default; 1MiB to
+	// 1GiB). Smaller suits slow links, larger fast ones. Targets only.
+	DurabilityInterval string `hcl:"durability_interval,optional"`
+	// DurabilityIntervalBytes is DurabilityInterval parsed; 0 when unset.
+	DurabilityIntervalBytes int64
 	// TLS is the agent's certificate and the controller's CA (required).
 	TLS *TLS `hcl:"tls,block"`
 	// Repositories are the agent's repositories, in file order; names are
@@ -220,6 +227,20 @@ func (a *Agent) validate(ps *problems) {
 	}
 	a.TLS.validate(ps, top.block("tls", 0, ""))
 	a.validateRepositories(ps)
+	a.DurabilityIntervalBytes = 0
+	if a.DurabilityInterval != "" {
+		n, err := parseSize(a.DurabilityInterval)
+		switch {
+		case err != nil:
+			ps.add(top.attr("durability_interval"), "%v", err)
+		case a.Role == RoleSource:
+			ps.add(top.attr("durability_interval"), "only a target agent receives sessions; remove it or set role = %q", RoleTarget)
+		case n < 1<<20 || n > 1<<30:
+			ps.add(top.attr("durability_interval"), "%q is out of range; use 1MiB to 1GiB (default 32MiB)", a.DurabilityInterval)
+		default:
+			a.DurabilityIntervalBytes = n
+		}
+	}
 	a.BandwidthBytesPerSec = 0
 	if a.Bandwidth != "" {
 		if n, err := parseRate(a.Bandwidth); err != nil {

@@ -61,6 +61,7 @@ log_format = "json"
 max_sessions = 64
 shutdown_timeout = "2m30s"
 bandwidth = "50Mbit"
+durability_interval = "8MiB"
 repository "vault-copies" {
   path = "/srv/ferry/copies"
   require_encryption = true
@@ -79,6 +80,9 @@ telemetry {
 	}
 	if a.LogLevel != "debug" || a.LogFormat != "json" || a.MaxSessions != 64 || a.ShutdownTimeoutDuration != 150*time.Second {
 		t.Errorf("got %q %q %d %v", a.LogLevel, a.LogFormat, a.MaxSessions, a.ShutdownTimeoutDuration)
+	}
+	if a.DurabilityIntervalBytes != 8<<20 {
+		t.Errorf("durability_interval 8MiB = %d bytes", a.DurabilityIntervalBytes)
 	}
 	if a.BandwidthBytesPerSec != 6_250_000 {
 		t.Errorf("bandwidth 50Mbit = %d bytes/s; want 6250000", a.BandwidthBytesPerSec)
@@ -153,6 +157,8 @@ func TestAgentValidation(t *testing.T) {
 		{"bad size", target(agentBase) + "wan_cache {\n  path = \"/c\"\n  size = \"10 gigs\"\n}", "wan_cache.size", "agent.hcl:15,10-19: ", `"10 gigs" is not a size`},
 		{"zero size", target(agentBase) + "wan_cache {\n  path = \"/c\"\n  size = \"0\"\n}", "wan_cache.size", "agent.hcl:15,", "more than 0"},
 		{"wan_cache on a source", agentBase + "wan_cache {\n  path = \"/c\"\n}", "wan_cache", "agent.hcl:13,1-10: ", "only a target agent"},
+		{"durability_interval too small", target(agentBase) + `durability_interval = "64KiB"`, "durability_interval", "agent.hcl:13,", `"64KiB" is out of range; use 1MiB to 1GiB`},
+		{"durability_interval on a source", agentBase + `durability_interval = "8MiB"`, "durability_interval", "agent.hcl:13,", "only a target agent"},
 		{"telemetry without listen", agentBase + "telemetry {\n}", "telemetry.listen", "agent.hcl:13,1-10: ", "required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -214,6 +214,9 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 		// target resumes under its grant.
 		tgt.OnRegister = func(ks []ed25519.PublicKey) error { return saveGrantKeys(keysFile, ks) }
 		tgt.SetMaxSessions(cfg.MaxSessions)
+		if cfg.DurabilityIntervalBytes > 0 {
+			tgt.DurabilityInterval = cfg.DurabilityIntervalBytes
+		}
 		targetv1.RegisterTargetServiceServer(g, tgt)
 		closeTarget = tgt.Close
 	default:
