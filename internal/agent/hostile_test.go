@@ -110,6 +110,16 @@ func TestHostileTransfers(t *testing.T) {
 		{"oversized message", func(c *capture) { c.records[0][1] = make([]byte, MaxMessageSize+1) }, "larger than max"},
 		{"stream ends before finish", func(c *capture) { c.catalog = nil }, "ended before"},
 		{"altered catalog", func(c *capture) { c.catalog[len(c.catalog)-1] ^= 1 }, "trailer hash"},
+		// The trailer hash covers the record checksums in the order the
+		// source read them: a reordered stream does not match it.
+		{"records out of order", func(c *capture) { c.records[0], c.records[1] = c.records[1], c.records[0] }, "trailer hash"},
+		// A record sealed for another backup (here: the same data copied
+		// under another session) is sealed with a key its AAD and this
+		// file's header do not share: refused without any key.
+		{"record of another backup", func(c *capture) {
+			_, other := honest()
+			c.records[1] = other.records[1]
+		}, "which the file does not list"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cp, c := honest()
