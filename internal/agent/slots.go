@@ -28,7 +28,7 @@ func (s *slots) take(ctx context.Context, log hclog.Logger, session string) (rel
 		return func() { <-s.ch }, nil
 	default:
 	}
-	log.Info("all session slots are busy; waiting", "session", session, "max_sessions", cap(s.ch))
+	log.Info("all session slots are busy; waiting", "max_sessions", cap(s.ch))
 	select {
 	case s.ch <- struct{}{}:
 		return func() { <-s.ch }, nil

@@ -99,20 +99,22 @@ func (s *Source) Backup(req *sourcev1.BackupRequest, stream sourcev1.SourceServi
 	if _, err := requireRole(stream.Context(), pki.RoleController); err != nil {
 		return toStatus(err)
 	}
-	release, err := s.slots.take(stream.Context(), s.log, req.SessionId)
+	log := s.log.With("session", req.SessionId, "job", req.Job)
+	release, err := s.slots.take(stream.Context(), log, req.SessionId)
 	if err != nil {
 		return toStatus(err)
 	}
 	defer release()
-	ev, err := s.backup(req, stream)
+	log.Info("backup started", "backup", req.Backup, "path", req.Path)
+	ev, err := s.backup(req, stream, log)
 	if err != nil {
-		s.log.Warn("backup failed", "session", req.SessionId, "error", err)
+		log.Warn("backup failed", "error", err)
 		return toStatus(err)
 	}
 	return stream.Send(&sourcev1.BackupResponse{Event: ev})
 }
 
-func (s *Source) backup(req *sourcev1.BackupRequest, stream sourcev1.SourceService_BackupServer) (*sourcev1.SessionEvent, error) {
+func (s *Source) backup(req *sourcev1.BackupRequest, stream sourcev1.SourceService_BackupServer, log hclog.Logger) (*sourcev1.SessionEvent, error) {
 	r, err := s.repo(req.Repository)
 	if err != nil {
 		return nil, err
@@ -133,7 +135,7 @@ func (s *Source) backup(req *sourcev1.BackupRequest, stream sourcev1.SourceServi
 		BlockSize: req.BlockSize, Session: sess, KeyTable: kt, Keys: prev,
 		NewChain: req.NewChain, AllowUnencrypted: req.AllowUnencrypted,
 		Compression: backup.Compression{Algorithm: format.CompressionZstd, Level: int(req.CompressionLevel)},
-		Logger:      s.log.With("session", req.SessionId, "backup", req.Backup),
+		Logger:      log.With("backup", req.Backup),
 	}
 	if req.Compression == commonv1.Compression_COMPRESSION_NONE {
 		o.Compression.Algorithm = format.CompressionNone
@@ -169,16 +171,19 @@ func (s *Source) Copy(req *sourcev1.CopyRequest, stream sourcev1.SourceService_C
 	if _, err := requireRole(stream.Context(), pki.RoleController); err != nil {
 		return toStatus(err)
 	}
-	release, err := s.slots.take(stream.Context(), s.log, req.SessionId)
+	log := s.log.With("session", req.SessionId, "job", req.Job)
+	release, err := s.slots.take(stream.Context(), log, req.SessionId)
 	if err != nil {
 		return toStatus(err)
 	}
 	defer release()
+	log.Info("copy started", "backup", req.Backup, "point", fmt.Sprintf("%x", req.PointId), "target", req.TargetAddress)
 	ev, err := s.copy(req, stream)
 	if err != nil {
-		s.log.Warn("copy failed", "session", req.SessionId, "error", err)
+		log.Warn("copy failed", "error", err)
 		return toStatus(err)
 	}
+	log.Info("copy committed at the target", "bytes_sent", ev.GetStats().GetBytesSent(), "records", ev.GetStats().GetRecords())
 	return stream.Send(&sourcev1.CopyResponse{Event: ev})
 }
 

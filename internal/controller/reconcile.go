@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"github.com/hashicorp/go-hclog"
 	"sort"
 
 	"google.golang.org/grpc/codes"
@@ -34,7 +35,7 @@ func (s *Server) Reconcile(ctx context.Context) []string {
 	}
 	var report []string
 	for _, j := range jobs {
-		notes := s.reconcileJob(ctx, j)
+		notes := s.reconcileJob(ctx, j, s.log.With("job", j.Name))
 		if len(notes) == 0 {
 			continue
 		}
@@ -73,12 +74,12 @@ func (s *Server) noteLatestSession(j catalog.Job, notes []string) error {
 
 // reconcileJob brings one job's catalog points in line with what its
 // agent holds, and returns (and logs) what it found and did.
-func (s *Server) reconcileJob(ctx context.Context, j catalog.Job) []string {
+func (s *Server) reconcileJob(ctx context.Context, j catalog.Job, log hclog.Logger) []string {
 	var report []string
 	say := func(format string, args ...any) {
 		msg := fmt.Sprintf(format, args...)
 		report = append(report, msg)
-		s.log.Warn("reconcile: "+msg, "job", j.Name)
+		log.Warn("reconcile: " + msg)
 	}
 	a, repoName, err := s.holder(j)
 	if err != nil {

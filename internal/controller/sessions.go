@@ -163,7 +163,7 @@ func (s *Server) run(ls *liveSession, j catalog.Job, full bool) {
 	// Bring the catalog in line with the job's agent first: a point an
 	// earlier session committed while this controller lost track of it
 	// (an agent killed before it answered) becomes the parent it is.
-	if notes := s.reconcileJob(s.ctx, j); len(notes) > 0 {
+	if notes := s.reconcileJob(s.ctx, j, log); len(notes) > 0 {
 		ls.mu.Lock()
 		ls.sess.Notes = append(ls.sess.Notes, notes...)
 		ls.mu.Unlock()
@@ -457,7 +457,7 @@ func (s *Server) runBackup(ctx context.Context, ls *liveSession, j catalog.Job, 
 		comp = commonv1.Compression_COMPRESSION_NONE
 	}
 	stream, err := c.Backup(ctx, &sourcev1.BackupRequest{
-		SessionId: ls.sess.ID, Repository: j.Repository, Backup: j.Name, Path: j.Path, BlockSize: j.BlockSize,
+		SessionId: ls.sess.ID, Job: j.Name, Repository: j.Repository, Backup: j.Name, Path: j.Path, BlockSize: j.BlockSize,
 		Compression: comp, CompressionLevel: int32(j.CompressionLevel), Key: protoKey(nk.sess), KeyTable: nk.keyTable,
 		PreviousKeys: prev, NewChain: j.NewChainPending || full, FileId: fileID[:], AllowUnencrypted: j.Encryption == encNone,
 	})
@@ -543,7 +543,7 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 		backupID = id[:]
 	}
 	req := &sourcev1.CopyRequest{
-		SessionId: ls.sess.ID, Repository: j.FromRepository, Backup: j.FromJob, PointId: p.FileID,
+		SessionId: ls.sess.ID, Job: j.Name, Repository: j.FromRepository, Backup: j.FromJob, PointId: p.FileID,
 		SourceKeys: srcKeys, FileId: fileID[:], BackupId: backupID, TargetBackup: j.Name, TargetAddress: tgt.Address,
 	}
 	if incremental {

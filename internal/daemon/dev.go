@@ -59,6 +59,14 @@ func devLogLevel() string {
 	return "info"
 }
 
+// devLogFormat is FERRY_LOG_FORMAT ("text" or "json"), or text.
+func devLogFormat() string {
+	if f := os.Getenv("FERRY_LOG_FORMAT"); f != "" {
+		return f
+	}
+	return "text"
+}
+
 // StartDev starts a controller, a source agent ("source", repository
 // "local") and a target agent ("target", repository "local") on loopback,
 // keeping the PKI, the controller's state and both repositories under dir
@@ -97,7 +105,7 @@ func StartDev(ctx context.Context, dir string, logOut io.Writer, kdf keys.KDFPar
 	agentCfg := func(name, role string) (*config.Agent, error) {
 		a := &config.Agent{
 			Name: name, Role: role, Listen: "127.0.0.1:0", StateDir: filepath.Join(dir, name, "state"),
-			LogLevel: devLogLevel(), TLS: tlsOf(name),
+			LogLevel: devLogLevel(), LogFormat: devLogFormat(), TLS: tlsOf(name),
 			Repositories: []config.Repository{{Name: "local", Path: filepath.Join(dir, name, "repos", "local")}},
 		}
 		a.ApplyDefaults()
@@ -120,7 +128,7 @@ func StartDev(ctx context.Context, dir string, logOut io.Writer, kdf keys.KDFPar
 		env.Source.Stop()
 		return nil, err
 	}
-	ccfg := &config.Controller{Listen: "127.0.0.1:0", StateDir: filepath.Join(dir, "controller"), LogLevel: devLogLevel(), TLS: tlsOf("controller"),
+	ccfg := &config.Controller{Listen: "127.0.0.1:0", StateDir: filepath.Join(dir, "controller"), LogLevel: devLogLevel(), LogFormat: devLogFormat(), TLS: tlsOf("controller"),
 		RecoveryPublicKey: os.Getenv("FERRY_RECOVERY_PUBLIC_KEY")}
 	ccfg.ApplyDefaults()
 	if err := ccfg.Validate(); err != nil {

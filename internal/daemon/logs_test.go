@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -118,4 +119,70 @@ func TestSecretsNeverLogged(t *testing.T) {
 		}
 	}
 	t.Logf("scanned %d bytes of trace logs for %d secrets", len(out), len(secrets))
+}
+
+// TestSessionLogLinesCarryIDs: with JSON logs, every line any daemon
+// writes about a session (controller, source agent, target agent) carries
+// that session's id and its job's name, so a log shipper can follow one
+// session across hosts.
+func TestSessionLogLinesCarryIDs(t *testing.T) {
+	t.Setenv("FERRY_LOG_FORMAT", "json")
+	t.Setenv("FERRY_LOG_LEVEL", "debug")
+	logs := &syncBuffer{}
+	ctx := context.Background()
+	env, err := StartDev(ctx, t.TempDir(), logs, keys.TestKDF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	c := devClient(t, env)
+	src := filepath.Join(t.TempDir(), "site")
+	if err := datagen.Tree(src, 13, datagen.TreeOptions{Size: 4 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	sessionJob := map[string]string{}
+	for _, spec := range []*controllerv1.JobSpec{
+		{Name: "site", Kind: controllerv1.JobKind_JOB_KIND_BACKUP, Agent: "source", Repository: "local", Path: src},
+		{Name: "offsite", Kind: controllerv1.JobKind_JOB_KIND_COPY, FromAgent: "source", FromRepository: "local", FromJob: "site",
+			ToAgent: "target", ToRepository: "local", Encryption: commonv1.EncryptionMode_ENCRYPTION_MODE_PASSWORD, Password: []byte("pw")},
+	} {
+		if _, err := c.CreateJob(ctx, &controllerv1.CreateJobRequest{Spec: spec}); err != nil {
+			t.Fatal(err)
+		}
+		sessionJob[runJob(t, c, spec.Name).Id] = spec.Name
+	}
+	env.Stop()
+
+	// daemon -> session -> lines
+	seen := map[string]map[string]int{}
+	for _, line := range bytes.Split(logs.b.Bytes(), []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("a log line is not JSON: %v\n%s", err, line)
+		}
+		for id, job := range sessionJob {
+			if !bytes.Contains(line, []byte(id)) {
+				continue
+			}
+			if m["session"] != id || m["job"] != job {
+				t.Errorf("a line about session %s (job %s) lacks session or job: %s", id, job, line)
+			}
+			name, _ := m["@module"].(string)
+			if seen[name] == nil {
+				seen[name] = map[string]int{}
+			}
+			seen[name][id]++
+		}
+	}
+	for _, daemon := range []string{"controller", "agent-source"} {
+		if len(seen[daemon]) != 2 {
+			t.Errorf("%s logged %d of the 2 sessions with their ids: %v", daemon, len(seen[daemon]), seen)
+		}
+	}
+	if len(seen["agent-target"]) != 1 {
+		t.Errorf("agent-target logged %d sessions with ids, want the copy: %v", len(seen["agent-target"]), seen)
+	}
 }

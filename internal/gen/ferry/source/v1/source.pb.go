@@ -43,8 +43,10 @@ type BackupRequest struct {
 	// Allow an unencrypted new chain after an encrypted one (encryption
 	// turned off on the job).
 	AllowUnencrypted bool `protobuf:"varint,13,opt,name=allow_unencrypted,json=allowUnencrypted,proto3" json:"allow_unencrypted,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The job the session belongs to, for the agent's log lines.
+	Job           string `protobuf:"bytes,14,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BackupRequest) Reset() {
@@ -168,6 +170,13 @@ func (x *BackupRequest) GetAllowUnencrypted() bool {
 	return false
 }
 
+func (x *BackupRequest) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
 type CopyRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -194,8 +203,10 @@ type CopyRequest struct {
 	TargetAddress  string `protobuf:"bytes,15,opt,name=target_address,json=targetAddress,proto3" json:"target_address,omitempty"`
 	Grant          []byte `protobuf:"bytes,16,opt,name=grant,proto3" json:"grant,omitempty"`
 	GrantSignature []byte `protobuf:"bytes,17,opt,name=grant_signature,json=grantSignature,proto3" json:"grant_signature,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The job the session belongs to, for the agent's log lines.
+	Job           string `protobuf:"bytes,18,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CopyRequest) Reset() {
@@ -345,6 +356,13 @@ func (x *CopyRequest) GetGrantSignature() []byte {
 		return x.GrantSignature
 	}
 	return nil
+}
+
+func (x *CopyRequest) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
 }
 
 // BackupResponse and CopyResponse each wrap a SessionEvent: one message
@@ -519,7 +537,7 @@ var File_ferry_source_v1_source_proto protoreflect.FileDescriptor
 
 const file_ferry_source_v1_source_proto_rawDesc = "" +
 	"\n" +
-	"\x1cferry/source/v1/source.proto\x12\x0fferry.source.v1\x1a\x1cferry/common/v1/common.proto\"\xf7\x03\n" +
+	"\x1cferry/source/v1/source.proto\x12\x0fferry.source.v1\x1a\x1cferry/common/v1/common.proto\"\x89\x04\n" +
 	"\rBackupRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1e\n" +
@@ -538,7 +556,8 @@ const file_ferry_source_v1_source_proto_rawDesc = "" +
 	" \x03(\v2\x1b.ferry.common.v1.SessionKeyR\fpreviousKeys\x12\x1b\n" +
 	"\tnew_chain\x18\v \x01(\bR\bnewChain\x12\x17\n" +
 	"\afile_id\x18\f \x01(\fR\x06fileId\x12+\n" +
-	"\x11allow_unencrypted\x18\r \x01(\bR\x10allowUnencrypted\"\xc2\x04\n" +
+	"\x11allow_unencrypted\x18\r \x01(\bR\x10allowUnencrypted\x12\x10\n" +
+	"\x03job\x18\x0e \x01(\tR\x03job\"\xd4\x04\n" +
 	"\vCopyRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1e\n" +
@@ -561,7 +580,8 @@ const file_ferry_source_v1_source_proto_rawDesc = "" +
 	"\tkey_table\x18\x0e \x01(\fR\bkeyTable\x12%\n" +
 	"\x0etarget_address\x18\x0f \x01(\tR\rtargetAddress\x12\x14\n" +
 	"\x05grant\x18\x10 \x01(\fR\x05grant\x12'\n" +
-	"\x0fgrant_signature\x18\x11 \x01(\fR\x0egrantSignature\"E\n" +
+	"\x0fgrant_signature\x18\x11 \x01(\fR\x0egrantSignature\x12\x10\n" +
+	"\x03job\x18\x12 \x01(\tR\x03job\"E\n" +
 	"\x0eBackupResponse\x123\n" +
 	"\x05event\x18\x01 \x01(\v2\x1d.ferry.source.v1.SessionEventR\x05event\"C\n" +
 	"\fCopyResponse\x123\n" +
