@@ -49,6 +49,15 @@ type Job struct {
 	BlockSize        uint32 `json:"block_size"`
 	Compression      string `json:"compression"`
 	CompressionLevel int    `json:"compression_level"`
+	// WAN runs the copy job's sessions in WAN-accelerator mode.
+	WAN bool `json:"wan,omitempty"`
+
+	// Running on its own (issue: modes, schedules, retention, health).
+	Schedule    string `json:"schedule,omitempty"`     // interval or cron; "" = by hand
+	Mode        string `json:"mode,omitempty"`         // copy jobs: "immediate" or "periodic"
+	Retain      int    `json:"retain,omitempty"`       // copy jobs: points to keep, 0 = all
+	RetainDays  int    `json:"retain_days,omitempty"`  // copy jobs: days of points to keep, 0 = all
+	HealthCheck string `json:"health_check,omitempty"` // copy jobs: schedule of health checks
 
 	KeyID           string `json:"key_id,omitempty"` // current key record id, "" when none
 	BackupID        []byte `json:"backup_id,omitempty"`
@@ -79,11 +88,29 @@ type Session struct {
 	BytesSent    int64 `json:"bytes_sent"`
 	BytesWritten int64 `json:"bytes_written"`
 	Records      int64 `json:"records"`
+	// WAN holds the counters of a WAN-mode session (nil otherwise).
+	WAN *WANStats `json:"wan,omitempty"`
 
 	FileID      []byte `json:"file_id,omitempty"`
 	Sequence    uint32 `json:"sequence"`
 	SourceAgent string `json:"source_agent,omitempty"`
 	TargetAgent string `json:"target_agent,omitempty"`
+}
+
+// WANStats are the counters of a WAN-mode copy session (see
+// common.v1.SessionStats for what each one means).
+type WANStats struct {
+	WireBytesSent       int64 `json:"wire_bytes_sent"`
+	WireBytesReceived   int64 `json:"wire_bytes_received"`
+	DigestBytesSent     int64 `json:"digest_bytes_sent"`
+	BlockBytesSent      int64 `json:"block_bytes_sent"`
+	Blocks              int64 `json:"blocks"`
+	PlainBytes          int64 `json:"plain_bytes"`
+	BlocksSent          int64 `json:"blocks_sent"`
+	BlockPlainBytesSent int64 `json:"block_plain_bytes_sent"`
+	CacheHitBlocks      int64 `json:"cache_hit_blocks"`
+	CacheHitBytes       int64 `json:"cache_hit_bytes"`
+	BlocksRefetched     int64 `json:"blocks_refetched"`
 }
 
 // Point is a restore point: one committed backup file.

@@ -31,14 +31,17 @@ type jobFlags struct {
 	srcPwFile, srcKMSKey              string
 	blockSize, compression            string
 	level                             int
+	schedule, mode, healthCheck       string
+	retain, retainDays                int
 }
 
 // The flags of each kind of job. UpdateJobRequest.fields carries these
 // names for the flags a user set.
 var (
 	backupOnlyFlags = []string{"agent", "repo", "path", "block-size", "compression", "compression-level"}
-	copyOnlyFlags   = []string{"from", "to", "source-password-file", "source-kms-key"}
-	updateFlags     = []string{"agent", "repo", "path", "from", "to", "encryption", "password-file", "password-hint", "kms-key", "kms-key-type", "source-password-file", "source-kms-key", "block-size", "compression", "compression-level"}
+	copyOnlyFlags   = []string{"from", "to", "source-password-file", "source-kms-key", "mode", "retain", "retain-days", "health-check"}
+	updateFlags     = []string{"agent", "repo", "path", "from", "to", "encryption", "password-file", "password-hint", "kms-key", "kms-key-type", "source-password-file", "source-kms-key", "block-size", "compression", "compression-level",
+		"schedule", "mode", "retain", "retain-days", "health-check"}
 )
 
 func (j *jobFlags) register(c *cobra.Command, create bool) {
@@ -61,6 +64,11 @@ func (j *jobFlags) register(c *cobra.Command, create bool) {
 	f.StringVar(&j.blockSize, "block-size", "1MiB", "backup jobs: block size of a new chain, 256KiB, 512KiB, 1MiB or 4MiB")
 	f.StringVar(&j.compression, "compression", "zstd", "backup jobs: zstd or none")
 	f.IntVar(&j.level, "compression-level", 1, "backup jobs: zstd level, 1 (fastest) to 4 (best)")
+	f.StringVar(&j.schedule, "schedule", "", `run on its own: an interval ("6h") or a cron expression ("0 2 * * *", "@daily"); "" = only by hand`)
+	f.StringVar(&j.mode, "mode", "", "copy jobs: immediate (copy each new source point as it appears, in order) or periodic (the latest point, on --schedule); default periodic")
+	f.IntVar(&j.retain, "retain", 0, "copy jobs: restore points to keep at the target; older ones are merged into the full there, without any key (0 = all)")
+	f.IntVar(&j.retainDays, "retain-days", 0, "copy jobs: keep the points of this many days (0 = all; with --retain, both must allow a point to drop it)")
+	f.StringVar(&j.healthCheck, "health-check", "", "copy jobs: when to check the latest point at the target (interval or cron): keyless each time, a full verify weekly")
 }
 
 // spec builds the JobSpec from the flags for which set is true: all of
@@ -113,6 +121,11 @@ func (j *jobFlags) spec(name string, set func(string) bool, create bool) (*contr
 		}
 		s.CompressionLevel = int32(j.level)
 	}
+	s.Schedule, s.Mode, s.HealthCheck = j.schedule, j.mode, j.healthCheck
+	if j.retain < 0 || j.retainDays < 0 {
+		return nil, usagef("--retain and --retain-days cannot be negative")
+	}
+	s.Retain, s.RetainDays = int32(j.retain), int32(j.retainDays)
 	if err := j.encryptionSpec(s, create); err != nil {
 		return nil, err
 	}
@@ -441,6 +454,15 @@ func newJobShowCmd(e *env) *cobra.Command {
 				}
 				row("compression", c)
 			}
+			row("schedule", v.Schedule)
+			row("mode", v.Mode)
+			if v.Retain > 0 {
+				row("retain", fmt.Sprintf("%d points", v.Retain))
+			}
+			if v.RetainDays > 0 {
+				row("retain days", fmt.Sprintf("%d days", v.RetainDays))
+			}
+			row("health check", v.HealthCheck)
 			row("created", tableTime(v.Created))
 			row("last session", orDash(v.LastSession))
 			row("last result", orDash(v.LastResult))

@@ -102,6 +102,7 @@ func newRoot(e *env) *cobra.Command {
 	root.AddCommand(newPointCmd(e))
 	root.AddCommand(newRestoreCmd(e))
 	root.AddCommand(newVerifyCmd(e))
+	root.AddCommand(newStatusCmd(e))
 	return root
 }
 

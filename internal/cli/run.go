@@ -16,9 +16,9 @@ import (
 )
 
 func newJobRunCmd(e *env) *cobra.Command {
-	var wait, full bool
+	var wait, full, health, healthFull bool
 	c := &cobra.Command{
-		Use:   "run NAME [--wait] [--full]",
+		Use:   "run NAME [--wait] [--full | --health-check | --health-check-full]",
 		Short: "Start a session of a job; with --wait, follow it to the end",
 		Long: `Starts a session of job NAME and prints its id on stdout.
 
@@ -28,7 +28,8 @@ The result goes to stdout; the exit status is 1 when the session failed.
 Ctrl-C stops waiting ('controller session show ID' reports on it later).
 
 --full makes the session write a full backup file instead of an
-incremental.`,
+incremental. --health-check (--health-check-full) runs a health check of
+a copy job's latest point at the target instead, recorded as a session.`,
 		Example: `  controller job run web-offsite --wait
   SESSION=$(controller job run web)`,
 		Args: exactArgs("NAME"),
@@ -48,7 +49,10 @@ incremental.`,
 				ctx, cancel = callContext(cmd)
 			}
 			defer cancel()
-			stream, err := client.RunJob(ctx, &controllerv1.RunJobRequest{Name: args[0], Wait: wait, Full: full})
+			if full && (health || healthFull) {
+				return usagef("--full writes a backup file; --health-check only checks one")
+			}
+			stream, err := client.RunJob(ctx, &controllerv1.RunJobRequest{Name: args[0], Wait: wait, Full: full, HealthCheck: health, HealthCheckFull: healthFull})
 			if err != nil {
 				return err
 			}
@@ -68,6 +72,8 @@ incremental.`,
 	}
 	c.Flags().BoolVar(&wait, "wait", false, "follow the session until it ends and report its result")
 	c.Flags().BoolVar(&full, "full", false, "write a full backup file instead of an incremental")
+	c.Flags().BoolVar(&health, "health-check", false, "copy jobs: check the latest point at the target now without any key, as a session")
+	c.Flags().BoolVar(&healthFull, "health-check-full", false, "copy jobs: check the latest point at the target now with a full verify (the target gets the keys for this run only)")
 	return c
 }
 

@@ -13,7 +13,7 @@ import (
 func newSessionCmd(e *env) *cobra.Command {
 	c := groupCmd("session", "List the sessions of jobs and show how one went")
 	addConnFlags(c)
-	c.AddCommand(newSessionListCmd(e), newSessionShowCmd(e))
+	c.AddCommand(newSessionListCmd(e), newSessionShowCmd(e), newSessionWatchCmd(e))
 	return c
 }
 

@@ -43,6 +43,11 @@ type jobView struct {
 	BlockSize        uint32     `json:"block_size,omitempty"`
 	Compression      string     `json:"compression,omitempty"`
 	CompressionLevel int32      `json:"compression_level,omitempty"`
+	Schedule         string     `json:"schedule,omitempty"`
+	Mode             string     `json:"mode,omitempty"`
+	Retain           int32      `json:"retain,omitempty"`
+	RetainDays       int32      `json:"retain_days,omitempty"`
+	HealthCheck      string     `json:"health_check,omitempty"`
 	Created          *time.Time `json:"created,omitempty"`
 	LastSession      string     `json:"last_session,omitempty"`
 	LastResult       string     `json:"last_result,omitempty"`
@@ -132,6 +137,7 @@ func newJobView(j *controllerv1.Job) jobView {
 		Encryption: encryptionWord(s.GetEncryption()), PasswordHint: s.GetPasswordHint(),
 		BlockSize: s.GetBlockSize(), Compression: compressionWord(s.GetCompression()), CompressionLevel: s.GetCompressionLevel(),
 		LastSession: j.GetLastSession(), LastResult: resultWord(j.GetLastResult()),
+		Schedule: s.GetSchedule(), Mode: s.GetMode(), Retain: s.GetRetain(), RetainDays: s.GetRetainDays(), HealthCheck: s.GetHealthCheck(),
 	}
 	if j.GetCreatedUnix() != 0 {
 		t := time.Unix(j.GetCreatedUnix(), 0).UTC()

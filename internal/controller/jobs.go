@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"github.com/ferrybackup/ferry/internal/schedule"
 	"slices"
 	"time"
 
@@ -21,7 +22,18 @@ const (
 	encNone    = "none"
 	encPass    = "password"
 	encKMS     = "kms"
+
+	modeImmediate = "immediate"
+	modePeriodic  = "periodic"
+
+	// Session modes of health checks (their kind is the copy job's).
+	sessHealthKeyless = "health-check keyless"
+	sessHealthFull    = "health-check full"
 )
+
+func isHealthCheck(sess catalog.Session) bool {
+	return sess.Mode == sessHealthKeyless || sess.Mode == sessHealthFull
+}
 
 func encryptionName(e commonv1.EncryptionMode, havePassword bool) (string, error) {
 	switch e {
@@ -62,6 +74,7 @@ func jobProto(j catalog.Job, last *catalog.Session) *controllerv1.Job {
 	if j.Compression == "none" {
 		spec.Compression = commonv1.Compression_COMPRESSION_NONE
 	}
+	spec.Schedule, spec.Mode, spec.Retain, spec.RetainDays, spec.HealthCheck = j.Schedule, j.Mode, int32(j.Retain), int32(j.RetainDays), j.HealthCheck
 	out := &controllerv1.Job{Spec: spec, CreatedUnix: j.CreatedAt.Unix()}
 	if last != nil {
 		out.LastSession = last.ID
@@ -112,6 +125,21 @@ func applySpec(j *catalog.Job, spec *controllerv1.JobSpec, fields []string) (new
 	if set("source-kms-key") {
 		j.SourceKMSKey = spec.SourceKmsKey
 	}
+	if set("schedule") {
+		j.Schedule = spec.Schedule
+	}
+	if set("mode") {
+		j.Mode = spec.Mode
+	}
+	if set("retain") {
+		j.Retain = int(spec.Retain)
+	}
+	if set("retain-days") {
+		j.RetainDays = int(spec.RetainDays)
+	}
+	if set("health-check") {
+		j.HealthCheck = spec.HealthCheck
+	}
 	newPassword = len(spec.Password) > 0 && set("password-file")
 	if set("encryption") || set("password-file") || set("kms-key") {
 		enc, err := encryptionName(spec.Encryption, newPassword)
@@ -124,6 +152,50 @@ func applySpec(j *catalog.Job, spec *controllerv1.JobSpec, fields []string) (new
 		j.Encryption = enc
 	}
 	return newPassword, nil
+}
+
+// checkRunning validates how a job runs on its own: schedule, mode,
+// retention and health checks.
+func checkRunning(j *catalog.Job) error {
+	if j.Schedule != "" {
+		if _, err := schedule.Parse(j.Schedule); err != nil {
+			return invalidf("--schedule: %v", err)
+		}
+	}
+	if j.Kind == kindBackup {
+		switch {
+		case j.Mode != "":
+			return invalidf("--mode is for copy jobs; a backup job runs on its --schedule")
+		case j.Retain != 0 || j.RetainDays != 0:
+			return invalidf("--retain and --retain-days are for copy jobs")
+		case j.HealthCheck != "":
+			return invalidf("--health-check is for copy jobs")
+		}
+		return nil
+	}
+	switch j.Mode {
+	case "":
+		j.Mode = modePeriodic
+	case modePeriodic:
+	case modeImmediate:
+		if j.Schedule != "" {
+			return invalidf("an immediate copy job runs whenever its source has a new point; drop --schedule or use --mode periodic")
+		}
+	default:
+		return invalidf("--mode %q: use immediate or periodic", j.Mode)
+	}
+	if j.Retain < 0 || j.RetainDays < 0 {
+		return invalidf("--retain and --retain-days cannot be negative")
+	}
+	if j.Retain == 1 {
+		return invalidf("--retain 1 would merge every incremental away as it arrives; keep at least 2 points (or 0 for all)")
+	}
+	if j.HealthCheck != "" {
+		if _, err := schedule.Parse(j.HealthCheck); err != nil {
+			return invalidf("--health-check: %v", err)
+		}
+	}
+	return nil
 }
 
 // checkJob validates a job against the agents, asking them about their
@@ -154,6 +226,9 @@ func (s *Server) checkJob(ctx context.Context, j *catalog.Job) error {
 		if j.KMSKey == "" {
 			return invalidf("KMS encryption needs --kms-key NAME (the Vault Transit key; it is created when missing)")
 		}
+	}
+	if err := checkRunning(j); err != nil {
+		return err
 	}
 	switch j.Kind {
 	case kindBackup:
@@ -351,6 +426,7 @@ func (s *Server) CreateJob(ctx context.Context, req *controllerv1.CreateJobReque
 		return nil, toStatus(err)
 	}
 	s.log.Info("job created", "job", out.Name, "kind", out.Kind, "encryption", out.Encryption)
+	s.kick()
 	return &controllerv1.CreateJobResponse{Job: jobProto(out, nil)}, nil
 }
 
@@ -412,6 +488,7 @@ func (s *Server) UpdateJob(ctx context.Context, req *controllerv1.UpdateJobReque
 		return nil, toStatus(err)
 	}
 	s.log.Info("job updated", "job", out.Name, "fields", req.Fields, "new_chain", out.NewChainPending)
+	s.kick()
 	return &controllerv1.UpdateJobResponse{Job: jobProto(out, s.lastSession(out.UID))}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/ferrybackup/ferry/internal/schedule"
 	"sync"
 	"time"
 
@@ -58,6 +59,9 @@ type Server struct {
 	mu       sync.Mutex
 	conns    map[string]*grpc.ClientConn // by agent address
 	running  map[string]*liveSession     // by job uid
+	polled   map[string]time.Time        // by job uid: an immediate copy job last looked for new points
+	sched    *schedule.Runner            // set by RunScheduler
+	seen     seen                        // when each agent last answered
 	sessions map[string]*liveSession     // by session id, while running
 	wg       sync.WaitGroup
 	ctx      context.Context
@@ -91,12 +95,17 @@ func New(o Options) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{o: o, store: store, signer: signer, log: o.Logger,
-		conns: map[string]*grpc.ClientConn{}, running: map[string]*liveSession{}, sessions: map[string]*liveSession{},
+		conns: map[string]*grpc.ClientConn{}, running: map[string]*liveSession{}, sessions: map[string]*liveSession{}, polled: map[string]time.Time{},
 		ctx: ctx, cancel: cancel}
 	if err := s.reconcile(); err != nil {
 		store.Close()
 		return nil, err
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.RunScheduler(s.ctx)
+	}()
 	return s, nil
 }
 

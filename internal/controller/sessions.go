@@ -110,7 +110,20 @@ func (s *Server) RunJob(req *controllerv1.RunJobRequest, stream controllerv1.Con
 	if err != nil {
 		return toStatus(err)
 	}
-	ls, err := s.start(j, req.Full)
+	var ls *liveSession
+	switch {
+	case req.HealthCheck || req.HealthCheckFull:
+		if j.Kind != kindCopy {
+			return toStatus(invalidf("job %s is a backup job; health checks are for copy jobs (use `controller verify` for any job)", j.Name))
+		}
+		mode := sessHealthKeyless
+		if req.HealthCheckFull {
+			mode = sessHealthFull
+		}
+		ls, err = s.startMode(j, false, mode)
+	default:
+		ls, err = s.start(j, req.Full)
+	}
 	if err != nil {
 		return toStatus(err)
 	}
@@ -133,13 +146,18 @@ func (s *Server) RunJob(req *controllerv1.RunJobRequest, stream controllerv1.Con
 
 // start records a new session and runs it in the background.
 func (s *Server) start(j catalog.Job, full bool) (*liveSession, error) {
+	return s.startMode(j, full, "default")
+}
+
+// startMode starts a session in a mode: "default", or a health check.
+// A job never runs two sessions at once.
+func (s *Server) startMode(j catalog.Job, full bool, mode string) (*liveSession, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cur, ok := s.running[j.UID]; ok {
 		sess, _, _ := cur.snapshot()
 		return nil, fmt.Errorf("%w: job %s is running already (session %s)", errBusy, j.Name, sess.ID)
 	}
-	mode := "default"
 	ls := &liveSession{done: make(chan struct{}), sess: catalog.Session{
 		ID: catalog.NewID(), Job: j.Name, JobUID: j.UID, Kind: j.Kind, Mode: mode, Result: resultRunning,
 		StartedAt: time.Now().UTC(),
@@ -173,10 +191,12 @@ func (s *Server) run(ls *liveSession, j catalog.Job, full bool) {
 		secret catalog.SessionSecret
 		err    error
 	)
-	switch j.Kind {
-	case kindBackup:
+	switch {
+	case isHealthCheck(ls.sess):
+		err = s.runHealthCheck(s.ctx, ls, j)
+	case j.Kind == kindBackup:
 		pt, secret, err = s.runBackup(s.ctx, ls, j, full)
-	case kindCopy:
+	case j.Kind == kindCopy:
 		pt, secret, err = s.runCopy(s.ctx, ls, j, full)
 	}
 	// The final state is recorded first and shown to watchers last, once
@@ -216,6 +236,8 @@ func (s *Server) run(ls *liveSession, j catalog.Job, full bool) {
 		log.Warn("session failed", "error", err)
 	case pt != nil:
 		log.Info("session succeeded", "point", hex.EncodeToString(pt.FileID), "kind", pt.Kind, "sequence", pt.Sequence)
+	case isHealthCheck(sess):
+		log.Info("health check passed", "mode", sess.Mode)
 	default:
 		log.Info("session succeeded: nothing new to copy")
 	}
@@ -227,6 +249,9 @@ func (s *Server) run(ls *liveSession, j catalog.Job, full bool) {
 	ls.sess = sess
 	ls.mu.Unlock()
 	close(ls.done)
+	if err == nil && pt != nil {
+		s.afterPoint(j)
+	}
 }
 
 // latest returns the newest point of a list, or nil.
@@ -518,8 +543,11 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 		return nil, none, err
 	}
 	last := latest(mine)
-	if last != nil && bytes.Equal(last.SourceFileID, p.FileID) && !full && !j.NewChainPending {
-		return nil, none, nil // that point is copied already
+	if !full && !j.NewChainPending {
+		// Periodic: the latest point; immediate: the next one in order.
+		if p = nextToCopy(j, srcPts, mine); p == nil {
+			return nil, none, nil // copied already
+		}
 	}
 	incremental := last != nil && !full && !j.NewChainPending
 	if incremental {
@@ -745,35 +773,44 @@ func (s *Server) liveView(sess catalog.Session) *controllerv1.Session {
 	return sessionProto(sess, nil)
 }
 
-// GetSession shows one session; a unique prefix of its id is enough.
-func (s *Server) GetSession(ctx context.Context, req *controllerv1.GetSessionRequest) (*controllerv1.GetSessionResponse, error) {
-	if err := requireClient(ctx); err != nil {
-		return nil, err
-	}
-	if req.Id == "" {
-		return nil, toStatus(invalidf("a session id is needed"))
+// findSession finds a session by its id or a unique prefix of it.
+func (s *Server) findSession(id string) (catalog.Session, error) {
+	if id == "" {
+		return catalog.Session{}, invalidf("a session id is needed")
 	}
 	ss, err := s.store.ListSessions("")
 	if err != nil {
-		return nil, toStatus(err)
+		return catalog.Session{}, err
 	}
 	var found []catalog.Session
 	for _, sess := range ss {
-		if strings.HasPrefix(sess.ID, strings.ToLower(req.Id)) {
+		if strings.HasPrefix(sess.ID, strings.ToLower(id)) {
 			found = append(found, sess)
 		}
 	}
 	switch len(found) {
 	case 0:
-		return nil, toStatus(fmt.Errorf("%w: no session %q (see `controller session list`)", errNotFound, req.Id))
+		return catalog.Session{}, fmt.Errorf("%w: no session %q (see `controller session list`)", errNotFound, id)
 	case 1:
+		return found[0], nil
 	default:
-		return nil, toStatus(invalidf("session id %q is ambiguous", req.Id))
+		return catalog.Session{}, invalidf("session id %q is ambiguous", id)
 	}
-	v := s.liveView(found[0])
-	if v.Point == nil && len(found[0].FileID) > 0 {
-		if j, err := s.store.GetJob(found[0].Job); err == nil && j.UID == found[0].JobUID {
-			if pt, err := s.store.GetPoint(j.UID, found[0].FileID); err == nil {
+}
+
+// GetSession shows one session; a unique prefix of its id is enough.
+func (s *Server) GetSession(ctx context.Context, req *controllerv1.GetSessionRequest) (*controllerv1.GetSessionResponse, error) {
+	if err := requireClient(ctx); err != nil {
+		return nil, err
+	}
+	sess, err := s.findSession(req.Id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	v := s.liveView(sess)
+	if v.Point == nil && len(sess.FileID) > 0 {
+		if j, err := s.store.GetJob(sess.Job); err == nil && j.UID == sess.JobUID {
+			if pt, err := s.store.GetPoint(j.UID, sess.FileID); err == nil {
 				v.Point = pointProto(pt)
 			}
 		}
@@ -913,19 +950,30 @@ func (s *Server) Verify(ctx context.Context, req *controllerv1.VerifyRequest) (*
 		}
 		point = p.FileID
 	}
+	r, err := s.verifyAt(ctx, j, a, repoName, point, req.Keyless)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &controllerv1.VerifyResponse{Files: r.Files, Records: r.Records, Bytes: r.Bytes, Problems: r.Problems}, nil
+}
+
+// verifyAt verifies a job's files (one point's chain, or all) on the agent
+// holding them; a full verify hands it the job's keys for this call only.
+func (s *Server) verifyAt(ctx context.Context, j catalog.Job, a catalog.Agent, repoName string, point []byte, keyless bool) (*repositoryv1.VerifyResponse, error) {
 	var ks []*commonv1.SessionKey
-	if !req.Keyless {
+	if !keyless {
+		var err error
 		if ks, err = s.secretsOf(ctx, j.UID, nil); err != nil {
-			return nil, toStatus(err)
+			return nil, err
 		}
 	}
 	rc, err := s.repoClient(a)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
-	r, err := rc.Verify(ctx, &repositoryv1.VerifyRequest{Repository: repoName, Backup: j.Name, PointId: point, Keyless: req.Keyless, Keys: ks})
+	r, err := rc.Verify(ctx, &repositoryv1.VerifyRequest{Repository: repoName, Backup: j.Name, PointId: point, Keyless: keyless, Keys: ks})
 	if err != nil {
-		return nil, toStatus(agentErr(a, "verify", err))
+		return nil, agentErr(a, "verify", err)
 	}
-	return &controllerv1.VerifyResponse{Files: r.Files, Records: r.Records, Bytes: r.Bytes, Problems: r.Problems}, nil
+	return r, nil
 }

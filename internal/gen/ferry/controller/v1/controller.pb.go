@@ -432,8 +432,29 @@ type JobSpec struct {
 	// its files. Sent on create and update only, never returned.
 	SourcePassword []byte `protobuf:"bytes,19,opt,name=source_password,json=sourcePassword,proto3" json:"source_password,omitempty"`
 	SourceKmsKey   string `protobuf:"bytes,20,opt,name=source_kms_key,json=sourceKmsKey,proto3" json:"source_kms_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// When the job runs on its own: an interval ("6h") or a cron expression
+	// ("0 2 * * *", "@daily"); empty: only when asked. Backup jobs and
+	// periodic copy jobs.
+	Schedule string `protobuf:"bytes,30,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	// Copy jobs: "immediate" (each new source point is copied as soon as it
+	// appears, in order) or "periodic" (the latest source point, on the
+	// schedule); empty means periodic, run by hand when there is no schedule.
+	Mode string `protobuf:"bytes,31,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Copy jobs: keep this many restore points at the target (0: all)
+	// and/or the points of the last retain_days days; older ones are merged
+	// into the full by the target agent, without any key.
+	Retain     int32 `protobuf:"varint,32,opt,name=retain,proto3" json:"retain,omitempty"`
+	RetainDays int32 `protobuf:"varint,33,opt,name=retain_days,json=retainDays,proto3" json:"retain_days,omitempty"`
+	// Copy jobs: when to check the latest point at the target (a keyless
+	// verify each time, a full verify once a week); empty: never.
+	HealthCheck string `protobuf:"bytes,34,opt,name=health_check,json=healthCheck,proto3" json:"health_check,omitempty"`
+	// Copy jobs: WAN-accelerator mode. The source sends block digests, the
+	// target answers which blocks its global cache lacks, the source sends
+	// only those (compressed), and the target encrypts and commits: the
+	// controller hands the session key to the target instead of the source.
+	Wan           bool `protobuf:"varint,40,opt,name=wan,proto3" json:"wan,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -604,6 +625,48 @@ func (x *JobSpec) GetSourceKmsKey() string {
 		return x.SourceKmsKey
 	}
 	return ""
+}
+
+func (x *JobSpec) GetSchedule() string {
+	if x != nil {
+		return x.Schedule
+	}
+	return ""
+}
+
+func (x *JobSpec) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *JobSpec) GetRetain() int32 {
+	if x != nil {
+		return x.Retain
+	}
+	return 0
+}
+
+func (x *JobSpec) GetRetainDays() int32 {
+	if x != nil {
+		return x.RetainDays
+	}
+	return 0
+}
+
+func (x *JobSpec) GetHealthCheck() string {
+	if x != nil {
+		return x.HealthCheck
+	}
+	return ""
+}
+
+func (x *JobSpec) GetWan() bool {
+	if x != nil {
+		return x.Wan
+	}
+	return false
 }
 
 // Job is a job as the controller reports it.
@@ -1110,12 +1173,16 @@ func (*DeleteJobResponse) Descriptor() ([]byte, []int) {
 }
 
 type RunJobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Wait          bool                   `protobuf:"varint,2,opt,name=wait,proto3" json:"wait,omitempty"`
-	Full          bool                   `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Wait  bool                   `protobuf:"varint,2,opt,name=wait,proto3" json:"wait,omitempty"`
+	Full  bool                   `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
+	// Run a health check of a copy job's latest point instead: keyless, or
+	// a full verify with health_check_full.
+	HealthCheck     bool `protobuf:"varint,4,opt,name=health_check,json=healthCheck,proto3" json:"health_check,omitempty"`
+	HealthCheckFull bool `protobuf:"varint,5,opt,name=health_check_full,json=healthCheckFull,proto3" json:"health_check_full,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RunJobRequest) Reset() {
@@ -1165,6 +1232,20 @@ func (x *RunJobRequest) GetWait() bool {
 func (x *RunJobRequest) GetFull() bool {
 	if x != nil {
 		return x.Full
+	}
+	return false
+}
+
+func (x *RunJobRequest) GetHealthCheck() bool {
+	if x != nil {
+		return x.HealthCheck
+	}
+	return false
+}
+
+func (x *RunJobRequest) GetHealthCheckFull() bool {
+	if x != nil {
+		return x.HealthCheckFull
 	}
 	return false
 }
@@ -2035,6 +2116,435 @@ func (x *RewrapKeysResponse) GetFiles() int64 {
 	return 0
 }
 
+type GetStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatusRequest) Reset() {
+	*x = GetStatusRequest{}
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatusRequest) ProtoMessage() {}
+
+func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetStatusRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_controller_v1_controller_proto_rawDescGZIP(), []int{34}
+}
+
+type GetStatusResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Agents []*AgentStatus         `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	Jobs   []*JobStatus           `protobuf:"bytes,2,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Sessions running now, with their progress.
+	Running       []*RunningSession `protobuf:"bytes,3,rep,name=running,proto3" json:"running,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatusResponse) Reset() {
+	*x = GetStatusResponse{}
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatusResponse) ProtoMessage() {}
+
+func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetStatusResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_controller_v1_controller_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *GetStatusResponse) GetAgents() []*AgentStatus {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetJobs() []*JobStatus {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetRunning() []*RunningSession {
+	if x != nil {
+		return x.Running
+	}
+	return nil
+}
+
+type AgentStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Agent     *Agent                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	Reachable bool                   `protobuf:"varint,2,opt,name=reachable,proto3" json:"reachable,omitempty"`
+	// The agent's version, when it answered.
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// When the controller last heard from it (0: not since it started).
+	LastSeenUnixNano int64 `protobuf:"varint,4,opt,name=last_seen_unix_nano,json=lastSeenUnixNano,proto3" json:"last_seen_unix_nano,omitempty"`
+	// Why it did not answer.
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentStatus) Reset() {
+	*x = AgentStatus{}
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentStatus) ProtoMessage() {}
+
+func (x *AgentStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentStatus.ProtoReflect.Descriptor instead.
+func (*AgentStatus) Descriptor() ([]byte, []int) {
+	return file_ferry_controller_v1_controller_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *AgentStatus) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *AgentStatus) GetReachable() bool {
+	if x != nil {
+		return x.Reachable
+	}
+	return false
+}
+
+func (x *AgentStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *AgentStatus) GetLastSeenUnixNano() int64 {
+	if x != nil {
+		return x.LastSeenUnixNano
+	}
+	return 0
+}
+
+func (x *AgentStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type JobStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Kind  JobKind                `protobuf:"varint,2,opt,name=kind,proto3,enum=ferry.controller.v1.JobKind" json:"kind,omitempty"`
+	// The newest finished session (none when the job never ran).
+	LastSession *Session `protobuf:"bytes,3,opt,name=last_session,json=lastSession,proto3" json:"last_session,omitempty"`
+	// When the job runs next on its schedule (0: no schedule).
+	NextRunUnixNano int64  `protobuf:"varint,4,opt,name=next_run_unix_nano,json=nextRunUnixNano,proto3" json:"next_run_unix_nano,omitempty"`
+	Schedule        string `protobuf:"bytes,5,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	// The restore points the catalog lists and their total size.
+	Points    int64 `protobuf:"varint,6,opt,name=points,proto3" json:"points,omitempty"`
+	SizeBytes int64 `protobuf:"varint,7,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// The newest health check session, if any.
+	LastHealthCheck *Session `protobuf:"bytes,8,opt,name=last_health_check,json=lastHealthCheck,proto3" json:"last_health_check,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *JobStatus) Reset() {
+	*x = JobStatus{}
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobStatus) ProtoMessage() {}
+
+func (x *JobStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobStatus.ProtoReflect.Descriptor instead.
+func (*JobStatus) Descriptor() ([]byte, []int) {
+	return file_ferry_controller_v1_controller_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *JobStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JobStatus) GetKind() JobKind {
+	if x != nil {
+		return x.Kind
+	}
+	return JobKind_JOB_KIND_UNSPECIFIED
+}
+
+func (x *JobStatus) GetLastSession() *Session {
+	if x != nil {
+		return x.LastSession
+	}
+	return nil
+}
+
+func (x *JobStatus) GetNextRunUnixNano() int64 {
+	if x != nil {
+		return x.NextRunUnixNano
+	}
+	return 0
+}
+
+func (x *JobStatus) GetSchedule() string {
+	if x != nil {
+		return x.Schedule
+	}
+	return ""
+}
+
+func (x *JobStatus) GetPoints() int64 {
+	if x != nil {
+		return x.Points
+	}
+	return 0
+}
+
+func (x *JobStatus) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *JobStatus) GetLastHealthCheck() *Session {
+	if x != nil {
+		return x.LastHealthCheck
+	}
+	return nil
+}
+
+type RunningSession struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Session *Session               `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// The size of what the session reads, when known.
+	TotalBytes    int64 `protobuf:"varint,2,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunningSession) Reset() {
+	*x = RunningSession{}
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunningSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunningSession) ProtoMessage() {}
+
+func (x *RunningSession) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunningSession.ProtoReflect.Descriptor instead.
+func (*RunningSession) Descriptor() ([]byte, []int) {
+	return file_ferry_controller_v1_controller_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RunningSession) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+func (x *RunningSession) GetTotalBytes() int64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+type WatchSessionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchSessionRequest) Reset() {
+	*x = WatchSessionRequest{}
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSessionRequest) ProtoMessage() {}
+
+func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSessionRequest.ProtoReflect.Descriptor instead.
+func (*WatchSessionRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_controller_v1_controller_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *WatchSessionRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type WatchSessionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       *Session               `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	TotalBytes    int64                  `protobuf:"varint,2,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchSessionResponse) Reset() {
+	*x = WatchSessionResponse{}
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSessionResponse) ProtoMessage() {}
+
+func (x *WatchSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSessionResponse.ProtoReflect.Descriptor instead.
+func (*WatchSessionResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_controller_v1_controller_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *WatchSessionResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+func (x *WatchSessionResponse) GetTotalBytes() int64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
 var File_ferry_controller_v1_controller_proto protoreflect.FileDescriptor
 
 const file_ferry_controller_v1_controller_proto_rawDesc = "" +
@@ -2050,7 +2560,7 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x05agent\x18\x01 \x01(\v2\x1a.ferry.controller.v1.AgentR\x05agent\"\x13\n" +
 	"\x11ListAgentsRequest\"H\n" +
 	"\x12ListAgentsResponse\x122\n" +
-	"\x06agents\x18\x01 \x03(\v2\x1a.ferry.controller.v1.AgentR\x06agents\"\xd4\x05\n" +
+	"\x06agents\x18\x01 \x03(\v2\x1a.ferry.controller.v1.AgentR\x06agents\"\xf2\x06\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1c.ferry.controller.v1.JobKindR\x04kind\x12\x14\n" +
@@ -2079,7 +2589,14 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\fkms_key_type\x18\x12 \x01(\tR\n" +
 	"kmsKeyType\x12'\n" +
 	"\x0fsource_password\x18\x13 \x01(\fR\x0esourcePassword\x12$\n" +
-	"\x0esource_kms_key\x18\x14 \x01(\tR\fsourceKmsKey\"\xc2\x01\n" +
+	"\x0esource_kms_key\x18\x14 \x01(\tR\fsourceKmsKey\x12\x1a\n" +
+	"\bschedule\x18\x1e \x01(\tR\bschedule\x12\x12\n" +
+	"\x04mode\x18\x1f \x01(\tR\x04mode\x12\x16\n" +
+	"\x06retain\x18  \x01(\x05R\x06retain\x12\x1f\n" +
+	"\vretain_days\x18! \x01(\x05R\n" +
+	"retainDays\x12!\n" +
+	"\fhealth_check\x18\" \x01(\tR\vhealthCheck\x12\x10\n" +
+	"\x03wan\x18( \x01(\bR\x03wan\"\xc2\x01\n" +
 	"\x03Job\x120\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1c.ferry.controller.v1.JobSpecR\x04spec\x12!\n" +
 	"\fcreated_unix\x18\x02 \x01(\x03R\vcreatedUnix\x12!\n" +
@@ -2104,11 +2621,13 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x04jobs\x18\x01 \x03(\v2\x18.ferry.controller.v1.JobR\x04jobs\"&\n" +
 	"\x10DeleteJobRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
-	"\x11DeleteJobResponse\"K\n" +
+	"\x11DeleteJobResponse\"\x9a\x01\n" +
 	"\rRunJobRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04wait\x18\x02 \x01(\bR\x04wait\x12\x12\n" +
-	"\x04full\x18\x03 \x01(\bR\x04full\"i\n" +
+	"\x04full\x18\x03 \x01(\bR\x04full\x12!\n" +
+	"\fhealth_check\x18\x04 \x01(\bR\vhealthCheck\x12*\n" +
+	"\x11health_check_full\x18\x05 \x01(\bR\x0fhealthCheckFull\"i\n" +
 	"\x0eRunJobResponse\x126\n" +
 	"\asession\x18\x01 \x01(\v2\x1c.ferry.controller.v1.SessionR\asession\x12\x1f\n" +
 	"\vtotal_bytes\x18\x02 \x01(\x03R\n" +
@@ -2162,7 +2681,38 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x11RewrapKeysRequest\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\"*\n" +
 	"\x12RewrapKeysResponse\x12\x14\n" +
-	"\x05files\x18\x01 \x01(\x03R\x05files*U\n" +
+	"\x05files\x18\x01 \x01(\x03R\x05files\"\x12\n" +
+	"\x10GetStatusRequest\"\xc0\x01\n" +
+	"\x11GetStatusResponse\x128\n" +
+	"\x06agents\x18\x01 \x03(\v2 .ferry.controller.v1.AgentStatusR\x06agents\x122\n" +
+	"\x04jobs\x18\x02 \x03(\v2\x1e.ferry.controller.v1.JobStatusR\x04jobs\x12=\n" +
+	"\arunning\x18\x03 \x03(\v2#.ferry.controller.v1.RunningSessionR\arunning\"\xbc\x01\n" +
+	"\vAgentStatus\x120\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.ferry.controller.v1.AgentR\x05agent\x12\x1c\n" +
+	"\treachable\x18\x02 \x01(\bR\treachable\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12-\n" +
+	"\x13last_seen_unix_nano\x18\x04 \x01(\x03R\x10lastSeenUnixNano\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\xdc\x02\n" +
+	"\tJobStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1c.ferry.controller.v1.JobKindR\x04kind\x12?\n" +
+	"\flast_session\x18\x03 \x01(\v2\x1c.ferry.controller.v1.SessionR\vlastSession\x12+\n" +
+	"\x12next_run_unix_nano\x18\x04 \x01(\x03R\x0fnextRunUnixNano\x12\x1a\n" +
+	"\bschedule\x18\x05 \x01(\tR\bschedule\x12\x16\n" +
+	"\x06points\x18\x06 \x01(\x03R\x06points\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\a \x01(\x03R\tsizeBytes\x12H\n" +
+	"\x11last_health_check\x18\b \x01(\v2\x1c.ferry.controller.v1.SessionR\x0flastHealthCheck\"i\n" +
+	"\x0eRunningSession\x126\n" +
+	"\asession\x18\x01 \x01(\v2\x1c.ferry.controller.v1.SessionR\asession\x12\x1f\n" +
+	"\vtotal_bytes\x18\x02 \x01(\x03R\n" +
+	"totalBytes\"%\n" +
+	"\x13WatchSessionRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"o\n" +
+	"\x14WatchSessionResponse\x126\n" +
+	"\asession\x18\x01 \x01(\v2\x1c.ferry.controller.v1.SessionR\asession\x12\x1f\n" +
+	"\vtotal_bytes\x18\x02 \x01(\x03R\n" +
+	"totalBytes*U\n" +
 	"\tAgentRole\x12\x1a\n" +
 	"\x16AGENT_ROLE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11AGENT_ROLE_SOURCE\x10\x01\x12\x15\n" +
@@ -2175,8 +2725,7 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x1aSESSION_RESULT_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SESSION_RESULT_RUNNING\x10\x01\x12\x1a\n" +
 	"\x16SESSION_RESULT_SUCCESS\x10\x02\x12\x19\n" +
-	"\x15SESSION_RESULT_FAILED\x10\x032\xe7\n" +
-	"\n" +
+	"\x15SESSION_RESULT_FAILED\x10\x032\xaa\f\n" +
 	"\x11ControllerService\x12W\n" +
 	"\bAddAgent\x12$.ferry.controller.v1.AddAgentRequest\x1a%.ferry.controller.v1.AddAgentResponse\x12]\n" +
 	"\n" +
@@ -2196,7 +2745,9 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x06Verify\x12\".ferry.controller.v1.VerifyRequest\x1a#.ferry.controller.v1.VerifyResponse\x12Z\n" +
 	"\tRotateKey\x12%.ferry.controller.v1.RotateKeyRequest\x1a&.ferry.controller.v1.RotateKeyResponse\x12]\n" +
 	"\n" +
-	"RewrapKeys\x12&.ferry.controller.v1.RewrapKeysRequest\x1a'.ferry.controller.v1.RewrapKeysResponseB\xe4\x01\n" +
+	"RewrapKeys\x12&.ferry.controller.v1.RewrapKeysRequest\x1a'.ferry.controller.v1.RewrapKeysResponse\x12Z\n" +
+	"\tGetStatus\x12%.ferry.controller.v1.GetStatusRequest\x1a&.ferry.controller.v1.GetStatusResponse\x12e\n" +
+	"\fWatchSession\x12(.ferry.controller.v1.WatchSessionRequest\x1a).ferry.controller.v1.WatchSessionResponse0\x01B\xe4\x01\n" +
 	"\x17com.ferry.controller.v1B\x0fControllerProtoP\x01ZJgithub.com/ferrybackup/ferry/internal/gen/ferry/controller/v1;controllerv1\xa2\x02\x03FCX\xaa\x02\x13Ferry.Controller.V1\xca\x02\x13Ferry\\Controller\\V1\xe2\x02\x1fFerry\\Controller\\V1\\GPBMetadata\xea\x02\x15Ferry::Controller::V1b\x06proto3"
 
 var (
@@ -2212,7 +2763,7 @@ func file_ferry_controller_v1_controller_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_controller_v1_controller_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ferry_controller_v1_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_ferry_controller_v1_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_ferry_controller_v1_controller_proto_goTypes = []any{
 	(AgentRole)(0),               // 0: ferry.controller.v1.AgentRole
 	(JobKind)(0),                 // 1: ferry.controller.v1.JobKind
@@ -2251,10 +2802,17 @@ var file_ferry_controller_v1_controller_proto_goTypes = []any{
 	(*RotateKeyResponse)(nil),    // 34: ferry.controller.v1.RotateKeyResponse
 	(*RewrapKeysRequest)(nil),    // 35: ferry.controller.v1.RewrapKeysRequest
 	(*RewrapKeysResponse)(nil),   // 36: ferry.controller.v1.RewrapKeysResponse
-	(v1.EncryptionMode)(0),       // 37: ferry.common.v1.EncryptionMode
-	(v1.Compression)(0),          // 38: ferry.common.v1.Compression
-	(*v1.SessionStats)(nil),      // 39: ferry.common.v1.SessionStats
-	(*v1.Point)(nil),             // 40: ferry.common.v1.Point
+	(*GetStatusRequest)(nil),     // 37: ferry.controller.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),    // 38: ferry.controller.v1.GetStatusResponse
+	(*AgentStatus)(nil),          // 39: ferry.controller.v1.AgentStatus
+	(*JobStatus)(nil),            // 40: ferry.controller.v1.JobStatus
+	(*RunningSession)(nil),       // 41: ferry.controller.v1.RunningSession
+	(*WatchSessionRequest)(nil),  // 42: ferry.controller.v1.WatchSessionRequest
+	(*WatchSessionResponse)(nil), // 43: ferry.controller.v1.WatchSessionResponse
+	(v1.EncryptionMode)(0),       // 44: ferry.common.v1.EncryptionMode
+	(v1.Compression)(0),          // 45: ferry.common.v1.Compression
+	(*v1.SessionStats)(nil),      // 46: ferry.common.v1.SessionStats
+	(*v1.Point)(nil),             // 47: ferry.common.v1.Point
 }
 var file_ferry_controller_v1_controller_proto_depIdxs = []int32{
 	0,  // 0: ferry.controller.v1.Agent.role:type_name -> ferry.controller.v1.AgentRole
@@ -2262,8 +2820,8 @@ var file_ferry_controller_v1_controller_proto_depIdxs = []int32{
 	3,  // 2: ferry.controller.v1.AddAgentResponse.agent:type_name -> ferry.controller.v1.Agent
 	3,  // 3: ferry.controller.v1.ListAgentsResponse.agents:type_name -> ferry.controller.v1.Agent
 	1,  // 4: ferry.controller.v1.JobSpec.kind:type_name -> ferry.controller.v1.JobKind
-	37, // 5: ferry.controller.v1.JobSpec.encryption:type_name -> ferry.common.v1.EncryptionMode
-	38, // 6: ferry.controller.v1.JobSpec.compression:type_name -> ferry.common.v1.Compression
+	44, // 5: ferry.controller.v1.JobSpec.encryption:type_name -> ferry.common.v1.EncryptionMode
+	45, // 6: ferry.controller.v1.JobSpec.compression:type_name -> ferry.common.v1.Compression
 	8,  // 7: ferry.controller.v1.Job.spec:type_name -> ferry.controller.v1.JobSpec
 	2,  // 8: ferry.controller.v1.Job.last_result:type_name -> ferry.controller.v1.SessionResult
 	8,  // 9: ferry.controller.v1.CreateJobRequest.spec:type_name -> ferry.controller.v1.JobSpec
@@ -2275,46 +2833,59 @@ var file_ferry_controller_v1_controller_proto_depIdxs = []int32{
 	22, // 15: ferry.controller.v1.RunJobResponse.session:type_name -> ferry.controller.v1.Session
 	1,  // 16: ferry.controller.v1.Session.kind:type_name -> ferry.controller.v1.JobKind
 	2,  // 17: ferry.controller.v1.Session.result:type_name -> ferry.controller.v1.SessionResult
-	39, // 18: ferry.controller.v1.Session.stats:type_name -> ferry.common.v1.SessionStats
-	40, // 19: ferry.controller.v1.Session.point:type_name -> ferry.common.v1.Point
+	46, // 18: ferry.controller.v1.Session.stats:type_name -> ferry.common.v1.SessionStats
+	47, // 19: ferry.controller.v1.Session.point:type_name -> ferry.common.v1.Point
 	22, // 20: ferry.controller.v1.ListSessionsResponse.sessions:type_name -> ferry.controller.v1.Session
 	22, // 21: ferry.controller.v1.GetSessionResponse.session:type_name -> ferry.controller.v1.Session
-	40, // 22: ferry.controller.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
-	4,  // 23: ferry.controller.v1.ControllerService.AddAgent:input_type -> ferry.controller.v1.AddAgentRequest
-	6,  // 24: ferry.controller.v1.ControllerService.ListAgents:input_type -> ferry.controller.v1.ListAgentsRequest
-	10, // 25: ferry.controller.v1.ControllerService.CreateJob:input_type -> ferry.controller.v1.CreateJobRequest
-	12, // 26: ferry.controller.v1.ControllerService.UpdateJob:input_type -> ferry.controller.v1.UpdateJobRequest
-	14, // 27: ferry.controller.v1.ControllerService.GetJob:input_type -> ferry.controller.v1.GetJobRequest
-	16, // 28: ferry.controller.v1.ControllerService.ListJobs:input_type -> ferry.controller.v1.ListJobsRequest
-	18, // 29: ferry.controller.v1.ControllerService.DeleteJob:input_type -> ferry.controller.v1.DeleteJobRequest
-	20, // 30: ferry.controller.v1.ControllerService.RunJob:input_type -> ferry.controller.v1.RunJobRequest
-	23, // 31: ferry.controller.v1.ControllerService.ListSessions:input_type -> ferry.controller.v1.ListSessionsRequest
-	25, // 32: ferry.controller.v1.ControllerService.GetSession:input_type -> ferry.controller.v1.GetSessionRequest
-	27, // 33: ferry.controller.v1.ControllerService.ListPoints:input_type -> ferry.controller.v1.ListPointsRequest
-	29, // 34: ferry.controller.v1.ControllerService.Restore:input_type -> ferry.controller.v1.RestoreRequest
-	31, // 35: ferry.controller.v1.ControllerService.Verify:input_type -> ferry.controller.v1.VerifyRequest
-	33, // 36: ferry.controller.v1.ControllerService.RotateKey:input_type -> ferry.controller.v1.RotateKeyRequest
-	35, // 37: ferry.controller.v1.ControllerService.RewrapKeys:input_type -> ferry.controller.v1.RewrapKeysRequest
-	5,  // 38: ferry.controller.v1.ControllerService.AddAgent:output_type -> ferry.controller.v1.AddAgentResponse
-	7,  // 39: ferry.controller.v1.ControllerService.ListAgents:output_type -> ferry.controller.v1.ListAgentsResponse
-	11, // 40: ferry.controller.v1.ControllerService.CreateJob:output_type -> ferry.controller.v1.CreateJobResponse
-	13, // 41: ferry.controller.v1.ControllerService.UpdateJob:output_type -> ferry.controller.v1.UpdateJobResponse
-	15, // 42: ferry.controller.v1.ControllerService.GetJob:output_type -> ferry.controller.v1.GetJobResponse
-	17, // 43: ferry.controller.v1.ControllerService.ListJobs:output_type -> ferry.controller.v1.ListJobsResponse
-	19, // 44: ferry.controller.v1.ControllerService.DeleteJob:output_type -> ferry.controller.v1.DeleteJobResponse
-	21, // 45: ferry.controller.v1.ControllerService.RunJob:output_type -> ferry.controller.v1.RunJobResponse
-	24, // 46: ferry.controller.v1.ControllerService.ListSessions:output_type -> ferry.controller.v1.ListSessionsResponse
-	26, // 47: ferry.controller.v1.ControllerService.GetSession:output_type -> ferry.controller.v1.GetSessionResponse
-	28, // 48: ferry.controller.v1.ControllerService.ListPoints:output_type -> ferry.controller.v1.ListPointsResponse
-	30, // 49: ferry.controller.v1.ControllerService.Restore:output_type -> ferry.controller.v1.RestoreResponse
-	32, // 50: ferry.controller.v1.ControllerService.Verify:output_type -> ferry.controller.v1.VerifyResponse
-	34, // 51: ferry.controller.v1.ControllerService.RotateKey:output_type -> ferry.controller.v1.RotateKeyResponse
-	36, // 52: ferry.controller.v1.ControllerService.RewrapKeys:output_type -> ferry.controller.v1.RewrapKeysResponse
-	38, // [38:53] is the sub-list for method output_type
-	23, // [23:38] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	47, // 22: ferry.controller.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
+	39, // 23: ferry.controller.v1.GetStatusResponse.agents:type_name -> ferry.controller.v1.AgentStatus
+	40, // 24: ferry.controller.v1.GetStatusResponse.jobs:type_name -> ferry.controller.v1.JobStatus
+	41, // 25: ferry.controller.v1.GetStatusResponse.running:type_name -> ferry.controller.v1.RunningSession
+	3,  // 26: ferry.controller.v1.AgentStatus.agent:type_name -> ferry.controller.v1.Agent
+	1,  // 27: ferry.controller.v1.JobStatus.kind:type_name -> ferry.controller.v1.JobKind
+	22, // 28: ferry.controller.v1.JobStatus.last_session:type_name -> ferry.controller.v1.Session
+	22, // 29: ferry.controller.v1.JobStatus.last_health_check:type_name -> ferry.controller.v1.Session
+	22, // 30: ferry.controller.v1.RunningSession.session:type_name -> ferry.controller.v1.Session
+	22, // 31: ferry.controller.v1.WatchSessionResponse.session:type_name -> ferry.controller.v1.Session
+	4,  // 32: ferry.controller.v1.ControllerService.AddAgent:input_type -> ferry.controller.v1.AddAgentRequest
+	6,  // 33: ferry.controller.v1.ControllerService.ListAgents:input_type -> ferry.controller.v1.ListAgentsRequest
+	10, // 34: ferry.controller.v1.ControllerService.CreateJob:input_type -> ferry.controller.v1.CreateJobRequest
+	12, // 35: ferry.controller.v1.ControllerService.UpdateJob:input_type -> ferry.controller.v1.UpdateJobRequest
+	14, // 36: ferry.controller.v1.ControllerService.GetJob:input_type -> ferry.controller.v1.GetJobRequest
+	16, // 37: ferry.controller.v1.ControllerService.ListJobs:input_type -> ferry.controller.v1.ListJobsRequest
+	18, // 38: ferry.controller.v1.ControllerService.DeleteJob:input_type -> ferry.controller.v1.DeleteJobRequest
+	20, // 39: ferry.controller.v1.ControllerService.RunJob:input_type -> ferry.controller.v1.RunJobRequest
+	23, // 40: ferry.controller.v1.ControllerService.ListSessions:input_type -> ferry.controller.v1.ListSessionsRequest
+	25, // 41: ferry.controller.v1.ControllerService.GetSession:input_type -> ferry.controller.v1.GetSessionRequest
+	27, // 42: ferry.controller.v1.ControllerService.ListPoints:input_type -> ferry.controller.v1.ListPointsRequest
+	29, // 43: ferry.controller.v1.ControllerService.Restore:input_type -> ferry.controller.v1.RestoreRequest
+	31, // 44: ferry.controller.v1.ControllerService.Verify:input_type -> ferry.controller.v1.VerifyRequest
+	33, // 45: ferry.controller.v1.ControllerService.RotateKey:input_type -> ferry.controller.v1.RotateKeyRequest
+	35, // 46: ferry.controller.v1.ControllerService.RewrapKeys:input_type -> ferry.controller.v1.RewrapKeysRequest
+	37, // 47: ferry.controller.v1.ControllerService.GetStatus:input_type -> ferry.controller.v1.GetStatusRequest
+	42, // 48: ferry.controller.v1.ControllerService.WatchSession:input_type -> ferry.controller.v1.WatchSessionRequest
+	5,  // 49: ferry.controller.v1.ControllerService.AddAgent:output_type -> ferry.controller.v1.AddAgentResponse
+	7,  // 50: ferry.controller.v1.ControllerService.ListAgents:output_type -> ferry.controller.v1.ListAgentsResponse
+	11, // 51: ferry.controller.v1.ControllerService.CreateJob:output_type -> ferry.controller.v1.CreateJobResponse
+	13, // 52: ferry.controller.v1.ControllerService.UpdateJob:output_type -> ferry.controller.v1.UpdateJobResponse
+	15, // 53: ferry.controller.v1.ControllerService.GetJob:output_type -> ferry.controller.v1.GetJobResponse
+	17, // 54: ferry.controller.v1.ControllerService.ListJobs:output_type -> ferry.controller.v1.ListJobsResponse
+	19, // 55: ferry.controller.v1.ControllerService.DeleteJob:output_type -> ferry.controller.v1.DeleteJobResponse
+	21, // 56: ferry.controller.v1.ControllerService.RunJob:output_type -> ferry.controller.v1.RunJobResponse
+	24, // 57: ferry.controller.v1.ControllerService.ListSessions:output_type -> ferry.controller.v1.ListSessionsResponse
+	26, // 58: ferry.controller.v1.ControllerService.GetSession:output_type -> ferry.controller.v1.GetSessionResponse
+	28, // 59: ferry.controller.v1.ControllerService.ListPoints:output_type -> ferry.controller.v1.ListPointsResponse
+	30, // 60: ferry.controller.v1.ControllerService.Restore:output_type -> ferry.controller.v1.RestoreResponse
+	32, // 61: ferry.controller.v1.ControllerService.Verify:output_type -> ferry.controller.v1.VerifyResponse
+	34, // 62: ferry.controller.v1.ControllerService.RotateKey:output_type -> ferry.controller.v1.RotateKeyResponse
+	36, // 63: ferry.controller.v1.ControllerService.RewrapKeys:output_type -> ferry.controller.v1.RewrapKeysResponse
+	38, // 64: ferry.controller.v1.ControllerService.GetStatus:output_type -> ferry.controller.v1.GetStatusResponse
+	43, // 65: ferry.controller.v1.ControllerService.WatchSession:output_type -> ferry.controller.v1.WatchSessionResponse
+	49, // [49:66] is the sub-list for method output_type
+	32, // [32:49] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_ferry_controller_v1_controller_proto_init() }
@@ -2328,7 +2899,7 @@ func file_ferry_controller_v1_controller_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_controller_v1_controller_proto_rawDesc), len(file_ferry_controller_v1_controller_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   34,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

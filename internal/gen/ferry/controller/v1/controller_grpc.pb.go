@@ -34,6 +34,8 @@ const (
 	ControllerService_Verify_FullMethodName       = "/ferry.controller.v1.ControllerService/Verify"
 	ControllerService_RotateKey_FullMethodName    = "/ferry.controller.v1.ControllerService/RotateKey"
 	ControllerService_RewrapKeys_FullMethodName   = "/ferry.controller.v1.ControllerService/RewrapKeys"
+	ControllerService_GetStatus_FullMethodName    = "/ferry.controller.v1.ControllerService/GetStatus"
+	ControllerService_WatchSession_FullMethodName = "/ferry.controller.v1.ControllerService/WatchSession"
 )
 
 // ControllerServiceClient is the client API for ControllerService service.
@@ -62,6 +64,11 @@ type ControllerServiceClient interface {
 	// job's current key (latest Transit version, or current password),
 	// rewriting only the files' key tables.
 	RewrapKeys(ctx context.Context, in *RewrapKeysRequest, opts ...grpc.CallOption) (*RewrapKeysResponse, error)
+	// GetStatus is the overview of `controller status`: agents, jobs and
+	// running sessions.
+	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
+	// WatchSession streams a session's progress until it ends.
+	WatchSession(ctx context.Context, in *WatchSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSessionResponse], error)
 }
 
 type controllerServiceClient struct {
@@ -231,6 +238,35 @@ func (c *controllerServiceClient) RewrapKeys(ctx context.Context, in *RewrapKeys
 	return out, nil
 }
 
+func (c *controllerServiceClient) GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStatusResponse)
+	err := c.cc.Invoke(ctx, ControllerService_GetStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controllerServiceClient) WatchSession(ctx context.Context, in *WatchSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSessionResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ControllerService_ServiceDesc.Streams[1], ControllerService_WatchSession_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchSessionRequest, WatchSessionResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControllerService_WatchSessionClient = grpc.ServerStreamingClient[WatchSessionResponse]
+
 // ControllerServiceServer is the server API for ControllerService service.
 // All implementations must embed UnimplementedControllerServiceServer
 // for forward compatibility.
@@ -257,6 +293,11 @@ type ControllerServiceServer interface {
 	// job's current key (latest Transit version, or current password),
 	// rewriting only the files' key tables.
 	RewrapKeys(context.Context, *RewrapKeysRequest) (*RewrapKeysResponse, error)
+	// GetStatus is the overview of `controller status`: agents, jobs and
+	// running sessions.
+	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
+	// WatchSession streams a session's progress until it ends.
+	WatchSession(*WatchSessionRequest, grpc.ServerStreamingServer[WatchSessionResponse]) error
 	mustEmbedUnimplementedControllerServiceServer()
 }
 
@@ -311,6 +352,12 @@ func (UnimplementedControllerServiceServer) RotateKey(context.Context, *RotateKe
 }
 func (UnimplementedControllerServiceServer) RewrapKeys(context.Context, *RewrapKeysRequest) (*RewrapKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RewrapKeys not implemented")
+}
+func (UnimplementedControllerServiceServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
+}
+func (UnimplementedControllerServiceServer) WatchSession(*WatchSessionRequest, grpc.ServerStreamingServer[WatchSessionResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchSession not implemented")
 }
 func (UnimplementedControllerServiceServer) mustEmbedUnimplementedControllerServiceServer() {}
 func (UnimplementedControllerServiceServer) testEmbeddedByValue()                           {}
@@ -596,6 +643,35 @@ func _ControllerService_RewrapKeys_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControllerService_GetStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControllerServiceServer).GetStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControllerService_GetStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControllerServiceServer).GetStatus(ctx, req.(*GetStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControllerService_WatchSession_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchSessionRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ControllerServiceServer).WatchSession(m, &grpc.GenericServerStream[WatchSessionRequest, WatchSessionResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControllerService_WatchSessionServer = grpc.ServerStreamingServer[WatchSessionResponse]
+
 // ControllerService_ServiceDesc is the grpc.ServiceDesc for ControllerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -659,11 +735,20 @@ var ControllerService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RewrapKeys",
 			Handler:    _ControllerService_RewrapKeys_Handler,
 		},
+		{
+			MethodName: "GetStatus",
+			Handler:    _ControllerService_GetStatus_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "RunJob",
 			Handler:       _ControllerService_RunJob_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchSession",
+			Handler:       _ControllerService_WatchSession_Handler,
 			ServerStreams: true,
 		},
 	},
