@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrybackup/ferry/internal/catalog"
 	"github.com/ferrybackup/ferry/internal/datagen"
 	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
 	controllerv1 "github.com/ferrybackup/ferry/internal/gen/ferry/controller/v1"
@@ -233,6 +234,74 @@ func TestStatusAndHealthCheck(t *testing.T) {
 		}
 		if a.Agent.Name == "target" && (a.Error == "" || a.LastSeenUnixNano == 0) {
 			t.Errorf("the stopped target: %+v", a)
+		}
+	}
+}
+
+// TestScheduleCatchesUpOnce: a job on an hourly schedule whose last run was
+// five hours ago (the controller was down) runs once when the controller
+// starts, not five times, and then waits for its next time.
+func TestScheduleCatchesUpOnce(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	env, err := StartDev(ctx, dir, logWriter{t}, keys.TestKDF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := devClient(t, env)
+	src := filepath.Join(t.TempDir(), "site")
+	if err := datagen.Tree(src, 23, datagen.TreeOptions{Size: 2 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	createJob(t, c, &controllerv1.JobSpec{Name: "site", Kind: controllerv1.JobKind_JOB_KIND_BACKUP, Agent: "source", Repository: "local", Path: src, Schedule: "1h"})
+	env.Stop()
+
+	// What a controller down for five hours leaves: the last run long ago.
+	store, err := catalog.Open(filepath.Join(dir, "controller"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _ := store.GetJob("site")
+	old := time.Now().Add(-5 * time.Hour).UTC()
+	if err := store.PutSession(catalog.Session{ID: catalog.NewID(), Job: j.Name, JobUID: j.UID, Kind: j.Kind, Mode: "default",
+		Result: "success", StartedAt: old, EndedAt: old.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+
+	env, err = StartDev(ctx, dir, logWriter{t}, keys.TestKDF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	c = devClient(t, env)
+	count := func() (n int, done bool) {
+		ss, err := c.ListSessions(ctx, &controllerv1.ListSessionsRequest{Job: "site"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done = true
+		for _, s := range ss.Sessions {
+			if s.StartedUnixNano > old.UnixNano() {
+				n++
+				done = done && s.Result != controllerv1.SessionResult_SESSION_RESULT_RUNNING
+			}
+		}
+		return n, done
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for n, done := count(); (n == 0 || !done) && time.Now().Before(deadline); n, done = count() {
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Give a burst the time to show itself.
+	time.Sleep(2 * time.Second)
+	if n, _ := count(); n != 1 {
+		t.Fatalf("%d sessions after five missed hourly runs; want 1", n)
+	}
+	st, _ := c.GetStatus(ctx, &controllerv1.GetStatusRequest{})
+	for _, js := range st.Jobs {
+		if next := time.Unix(0, js.NextRunUnixNano); js.Name == "site" && time.Until(next) < 30*time.Minute {
+			t.Errorf("next run at %v: the missed runs are not caught up one by one", next)
 		}
 	}
 }
