@@ -81,53 +81,23 @@ func Copy(ctx context.Context, r *repo.Repo, backup string, spec CopySpec, sink 
 		return nil, err
 	}
 	defer v.close()
-	ix, p, c, files, cat, bix := v.ix, v.point, v.chain, v.files, v.cat, v.bix
+	p, files, cat, bix := v.point, v.files, v.cat, v.bix
 	last := files[len(files)-1]
 	res := &CopyResult{Source: p, Kind: format.KindFull}
-	var baseDigests map[format.BlockKey]format.Digest
-	if spec.Base != "" {
-		bp, bc, err := ix.Find(spec.Base)
-		if err != nil {
-			return nil, fmt.Errorf("base point: %w", err)
-		}
-		if bc.ID != c.ID || bp.Sequence > p.Sequence {
-			return nil, fmt.Errorf("%w (base %s in chain %s, point %s in chain %s)", ErrBaseElsewhere, bp.FileID, bc.ID, p.FileID, c.ID)
-		}
-		bf := files[bp.Sequence-1]
-		bcat, err := bf.f.Catalog(bf.meta())
-		if err != nil {
-			return nil, err
-		}
-		baseDigests = map[format.BlockKey]format.Digest{}
-		for i := range bcat.Objects {
-			o := &bcat.Objects[i]
-			for b, d := range o.Digests {
-				baseDigests[format.BlockKey{Object: o.ID, Block: uint64(b)}] = d
-			}
-		}
+	baseDigests, err := v.baseDigests(spec.Base)
+	if err != nil {
+		return nil, err
+	}
+	if baseDigests != nil {
 		res.Kind = format.KindIncremental
 	}
-
-	h := format.Header{
-		FileID: spec.FileID, BackupID: spec.BackupID, ChainID: spec.ChainID, ParentID: spec.ParentID,
-		Sequence: spec.Sequence, Kind: res.Kind, BlockSize: last.f.Header.BlockSize, Created: spec.Created,
-		BackupName: spec.BackupName,
-	}
-	if h.Created.IsZero() {
-		h.Created = time.Now().UTC()
-	}
+	var secrets []keys.KeyID
 	if spec.Session != nil {
-		h.Encryption = format.EncryptionAES256GCM
-		h.Secrets = []keys.KeyID{spec.Session.ID()}
+		secrets = []keys.KeyID{spec.Session.ID()}
 	}
-	h.KeyTableCap = format.KeyTableCapFor(&spec.KeyTable)
-	hb, err := format.MarshalHeader(&h)
+	h, hb, kb, err := copyHeader(spec, res.Kind, last.f.Header.BlockSize, secrets)
 	if err != nil {
-		return nil, fmt.Errorf("copy: %w", err)
-	}
-	kb, err := format.MarshalKeyTable(&spec.KeyTable, h.KeyTableCap)
-	if err != nil {
-		return nil, fmt.Errorf("copy: %w", err)
+		return nil, err
 	}
 	if err := sink.Open(hb, kb); err != nil {
 		return nil, err
@@ -145,10 +115,10 @@ func Copy(ctx context.Context, r *repo.Repo, backup string, spec CopySpec, sink 
 			todo = append(todo, copyJob{key: k, loc: bix[k]})
 		}
 	}
-	if err := runCopyPipeline(ctx, files, todo, &h, spec, sink, res); err != nil {
+	if err := runCopyPipeline(ctx, files, todo, h, spec, sink, res); err != nil {
 		return nil, err
 	}
-	section, err := sealCatalog(cat, &h, spec.Session)
+	section, err := sealCatalog(cat, h, spec.Session)
 	if err != nil {
 		return nil, err
 	}
@@ -157,6 +127,65 @@ func Copy(ctx context.Context, r *repo.Repo, backup string, spec CopySpec, sink 
 	}
 	res.Duration = time.Since(start)
 	return res, nil
+}
+
+// baseDigests returns the block digests of base, the point the target
+// already holds, for an incremental copy of v; nil for a full (base "").
+func (v *pointView) baseDigests(base string) (map[format.BlockKey]format.Digest, error) {
+	if base == "" {
+		return nil, nil
+	}
+	ix, p, c, files := v.ix, v.point, v.chain, v.files
+	bp, bc, err := ix.Find(base)
+	if err != nil {
+		return nil, fmt.Errorf("base point: %w", err)
+	}
+	// files starts at the chain's full, which after a merge (retention)
+	// is a merged full of a later sequence than 1.
+	first := files[0].point.Sequence
+	if bc.ID != c.ID || bp.Sequence > p.Sequence || bp.Sequence < first {
+		return nil, fmt.Errorf("%w (base %s in chain %s, point %s in chain %s)", ErrBaseElsewhere, bp.FileID, bc.ID, p.FileID, c.ID)
+	}
+	bf := files[bp.Sequence-first]
+	bcat, err := bf.f.Catalog(bf.meta())
+	if err != nil {
+		return nil, err
+	}
+	out := map[format.BlockKey]format.Digest{}
+	for i := range bcat.Objects {
+		o := &bcat.Objects[i]
+		for b, d := range o.Digests {
+			out[format.BlockKey{Object: o.ID, Block: uint64(b)}] = d
+		}
+	}
+	return out, nil
+}
+
+// copyHeader makes the new file's header and key table bytes; secrets are
+// the key ids of the session secrets that seal it (none: unencrypted).
+func copyHeader(spec CopySpec, kind format.Kind, blockSize uint32, secrets []keys.KeyID) (*format.Header, []byte, []byte, error) {
+	h := &format.Header{
+		FileID: spec.FileID, BackupID: spec.BackupID, ChainID: spec.ChainID, ParentID: spec.ParentID,
+		Sequence: spec.Sequence, Kind: kind, BlockSize: blockSize, Created: spec.Created,
+		BackupName: spec.BackupName,
+	}
+	if h.Created.IsZero() {
+		h.Created = time.Now().UTC()
+	}
+	if len(secrets) > 0 {
+		h.Encryption = format.EncryptionAES256GCM
+		h.Secrets = secrets
+	}
+	h.KeyTableCap = format.KeyTableCapFor(&spec.KeyTable)
+	hb, err := format.MarshalHeader(h)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("copy: %w", err)
+	}
+	kb, err := format.MarshalKeyTable(&spec.KeyTable, h.KeyTableCap)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("copy: %w", err)
+	}
+	return h, hb, kb, nil
 }
 
 type copyJob struct {

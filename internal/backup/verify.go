@@ -215,6 +215,12 @@ func verifyRecord(cf *chainFile, e *format.MapEntry, op *opener, cat map[format.
 		return int(e.Length), nil
 	}
 	want := cat[e.Key()]
+	if want == nil && cf.f.Header.Kind == format.KindMerged {
+		// A merge without the point's extents (repo.Merge) carries over
+		// records of blocks the point no longer has: dead weight that no
+		// restore reads, with no digest left to check them against.
+		return 0, nil
+	}
 	if want == nil {
 		return 0, &format.CorruptError{File: cf.f.Name, Region: format.RegionRecordHeader, Offset: e.Offset,
 			Reason: fmt.Sprintf("%s is not in the file's catalog", e)}

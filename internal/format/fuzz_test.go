@@ -268,6 +268,10 @@ func fuzzSeeds(t testing.TB) map[string]map[string][]any {
 	encHdr, _ := MarshalHeader(&he)
 	add("FuzzParseHeader", "valid-plain", plainHdr)
 	add("FuzzParseHeader", "valid-encrypted", encHdr)
+	hm := he
+	hm.Kind, hm.Sequence, hm.ParentID = KindMerged, 7, ID{}
+	mergedHdr, _ := MarshalHeader(&hm)
+	add("FuzzParseHeader", "valid-merged", mergedHdr)
 	add("FuzzParseHeader", "empty", []byte{})
 	add("FuzzParseHeader", "preamble-only", plainHdr[:preambleSize])
 	add("FuzzParseHeader", "length-ffffffff", func() []byte {

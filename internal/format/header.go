@@ -24,7 +24,16 @@ type Kind uint8
 const (
 	KindFull        Kind = 1
 	KindIncremental Kind = 2
+	// KindMerged is a full made by merging a chain's first file with the
+	// incremental after it (retention, repo.Merge): it keeps the
+	// incremental's file id and sequence, which its catalog is bound to,
+	// and has no parent. It starts its chain like a full.
+	KindMerged Kind = 3
 )
+
+// IsFull reports whether a file of this kind needs no earlier file: a
+// full or a merged full. Such a file starts its chain.
+func (k Kind) IsFull() bool { return k == KindFull || k == KindMerged }
 
 func (k Kind) String() string {
 	switch k {
@@ -32,6 +41,8 @@ func (k Kind) String() string {
 		return "full"
 	case KindIncremental:
 		return "incremental"
+	case KindMerged:
+		return "merged full"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -100,16 +111,16 @@ type Header struct {
 // Validate checks the header's fields against each other.
 func (h *Header) Validate() error {
 	switch {
-	case h.Kind != KindFull && h.Kind != KindIncremental:
+	case h.Kind != KindFull && h.Kind != KindIncremental && h.Kind != KindMerged:
 		return fmt.Errorf("unknown kind %d", h.Kind)
-	case h.Kind == KindFull && !h.ParentID.IsZero():
-		return errors.New("a full has no parent")
+	case h.Kind.IsFull() && !h.ParentID.IsZero():
+		return fmt.Errorf("a %s has no parent", h.Kind)
 	case h.Kind == KindIncremental && h.ParentID.IsZero():
 		return errors.New("an incremental needs a parent")
 	case h.Kind == KindFull && h.Sequence != 1:
 		return fmt.Errorf("a full has sequence 1, not %d", h.Sequence)
-	case h.Kind == KindIncremental && h.Sequence < 2:
-		return fmt.Errorf("an incremental has sequence 2 or more, not %d", h.Sequence)
+	case h.Kind != KindFull && h.Sequence < 2:
+		return fmt.Errorf("a %s has sequence 2 or more, not %d", h.Kind, h.Sequence)
 	case h.BlockSize < MinBlockSize || h.BlockSize > MaxBlockSize:
 		return fmt.Errorf("block size %d out of range %d..%d", h.BlockSize, MinBlockSize, MaxBlockSize)
 	case h.Encryption != EncryptionNone && h.Encryption != EncryptionAES256GCM:

@@ -53,29 +53,43 @@ func readAt(r io.ReaderAt, file, region string, off int64, n int64) ([]byte, err
 	return b, nil
 }
 
-// Open parses and verifies everything in a file but the records.
-func Open(r io.ReaderAt, size int64, name string) (*File, error) {
-	f := &File{Name: name, Size: size, r: r}
+// ReadHeader reads and checks only the header of a file of size bytes
+// (steps 1 and 2 of Open), for a caller that needs a file's kind or ids
+// without reading the rest. It returns the header and its bytes.
+func ReadHeader(r io.ReaderAt, size int64, name string) (*Header, []byte, error) {
 	if size < preambleSize+FooterSize {
-		return nil, corrupt(name, RegionHeader, 0, "file is %d bytes, too short to be a backup file", size)
+		return nil, nil, corrupt(name, RegionHeader, 0, "file is %d bytes, too short to be a backup file", size)
 	}
 	pre, err := readAt(r, name, RegionHeader, 0, preambleSize)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	hl, err := parsePreamble(name, pre)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if int64(hl) > size-FooterSize {
-		return nil, corrupt(name, RegionHeader, 12, "header length %d exceeds the file", hl)
+		return nil, nil, corrupt(name, RegionHeader, 12, "header length %d exceeds the file", hl)
 	}
-	if f.HeaderBytes, err = readAt(r, name, RegionHeader, 0, int64(hl)); err != nil {
+	hb, err := readAt(r, name, RegionHeader, 0, int64(hl))
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := ParseHeader(name, hb)
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, hb, nil
+}
+
+// Open parses and verifies everything in a file but the records.
+func Open(r io.ReaderAt, size int64, name string) (*File, error) {
+	f := &File{Name: name, Size: size, r: r}
+	var err error
+	if f.Header, f.HeaderBytes, err = ReadHeader(r, size, name); err != nil {
 		return nil, err
 	}
-	if f.Header, err = ParseHeader(name, f.HeaderBytes); err != nil {
-		return nil, err
-	}
+	hl := len(f.HeaderBytes)
 	fb, err := readAt(r, name, RegionFooter, size-FooterSize, FooterSize)
 	if err != nil {
 		return nil, err

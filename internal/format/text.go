@@ -29,7 +29,7 @@ func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
 // UnmarshalText reads a kind's name.
 func (k *Kind) UnmarshalText(b []byte) error {
-	for _, v := range []Kind{KindFull, KindIncremental} {
+	for _, v := range []Kind{KindFull, KindIncremental, KindMerged} {
 		if v.String() == string(b) {
 			*k = v
 			return nil

@@ -40,7 +40,13 @@ type Point struct {
 	MTime   int64  `json:"mtime_ns"`
 }
 
-// Chain is a full and the incrementals that follow it, by sequence.
+// Chain is a full and the incrementals that follow it, by sequence. Its
+// first point is a full of sequence 1 or, once retention has merged its
+// oldest points (Merge), a merged full of a later sequence. A merge cut off
+// between replacing the incremental and deleting the old full leaves both
+// listed until the backup is next locked (RecoverMerges): the points before
+// the merged full are still whole files and restore on their own, and the
+// points from the merged full on start at it (ChainUpTo).
 type Chain struct {
 	ID     format.ID `json:"id"`
 	Points []Point   `json:"points"`
@@ -118,8 +124,9 @@ func (ix *Index) Find(prefix string) (*Point, *Chain, error) {
 	return found, chain, nil
 }
 
-// ChainUpTo returns the points of c from its full up to and including p,
-// checking that they link: each file's parent is the file before it.
+// ChainUpTo returns the points of c from the newest full (or merged full)
+// at or before p up to and including p, checking that they link: each
+// file's parent is the file before it.
 func (c *Chain) ChainUpTo(p *Point) ([]*Point, error) {
 	var out []*Point
 	for i := range c.Points {
@@ -127,14 +134,20 @@ func (c *Chain) ChainUpTo(p *Point) ([]*Point, error) {
 		if q.Sequence > p.Sequence {
 			break
 		}
+		if q.Damaged == "" && q.Kind.IsFull() {
+			out = out[:0] // a full needs nothing before it
+		}
 		out = append(out, q)
 	}
 	for i, q := range out {
 		if q.Damaged != "" {
 			continue // opening it gives the caller the damage error itself
 		}
-		if q.Sequence != uint32(i+1) {
-			return nil, fmt.Errorf("chain %s is missing the point of sequence %d", c.ID, i+1)
+		if i == 0 && !q.Kind.IsFull() {
+			return nil, fmt.Errorf("chain %s has no full before the point of sequence %d", c.ID, q.Sequence)
+		}
+		if want := out[0].Sequence + uint32(i); q.Sequence != want {
+			return nil, fmt.Errorf("chain %s is missing the point of sequence %d", c.ID, want)
 		}
 		if i > 0 && out[i-1].Damaged == "" && q.ParentID != out[i-1].FileID {
 			return nil, fmt.Errorf("chain %s is broken: point %s names parent %s, but the point before it is %s", c.ID, q.FileID, q.ParentID, out[i-1].FileID)

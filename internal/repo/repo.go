@@ -152,6 +152,12 @@ func (r *Repo) Lock(name string) (*Lock, error) {
 		f.Close()
 		return nil, fmt.Errorf("lock backup %s: %w", name, err)
 	}
+	// So is a merge (retention): rolled back before its rename, completed
+	// after it.
+	if _, err := r.RecoverMerges(name); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock backup %s: %w", name, err)
+	}
 	return &Lock{f: f}, nil
 }
 

@@ -181,7 +181,7 @@ func (rc *Receiver) checkChain() error {
 			}
 		}
 	}
-	if h.Kind == format.KindFull {
+	if h.Kind.IsFull() {
 		if chain != nil {
 			return refuse("chain %s exists already; a full starts a new chain", h.ChainID)
 		}
