@@ -105,7 +105,7 @@ func NewRunner(o RunnerOptions) *Runner {
 }
 
 // Kick makes the Runner list the jobs again now, e.g. after a job was added, changed or
-// deleted, or after a run ended. It does not block.
+// deleted, or after a run ended; jobs waiting to retry are tried at once. It does not block.
 func (r *Runner) Kick() {
 	select {
 	case r.kick <- struct{}{}:
@@ -124,6 +124,7 @@ func (r *Runner) Run(ctx context.Context) {
 		case <-t.C():
 		case <-r.kick:
 			t.Stop()
+			clear(r.retryAt) // something changed, e.g. a busy job's run ended
 		}
 	}
 }

@@ -125,7 +125,7 @@ func TestNextCron(t *testing.T) {
 		{"TZ=UTC @daily", utc(2026, 12, 31, 12, 0), utc(2027, 1, 1, 0, 0)},
 		{"TZ=UTC */15 * * * *", utc(2026, 3, 10, 10, 7), utc(2026, 3, 10, 10, 15)},
 		{"TZ=UTC 0 0 1 * *", utc(2026, 2, 15, 0, 0), utc(2026, 3, 1, 0, 0)},
-		{"TZ=UTC 0 0 * * 1", utc(2026, 3, 11, 0, 0), utc(2026, 3, 16, 0, 0)}, // Wed → Mon
+		{"TZ=UTC 0 0 * * 1", utc(2026, 3, 11, 0, 0), utc(2026, 3, 16, 0, 0)},     // Wed → Mon
 		{"TZ=UTC 30 4 * * 1-5", utc(2026, 3, 13, 5, 0), utc(2026, 3, 16, 4, 30)}, // Fri → Mon
 		{"TZ=UTC 0 0 29 2 *", utc(2026, 3, 1, 0, 0), utc(2028, 2, 29, 0, 0)},
 		// 03:00 in Tokyo (UTC+9, no DST) is 18:00 UTC the day before.
