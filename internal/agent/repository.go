@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"github.com/hashicorp/go-hclog"
 
 	repositoryv1 "github.com/ferrybackup/ferry/internal/gen/ferry/repository/v1"
 	"github.com/ferrybackup/ferry/internal/pki"
@@ -15,11 +16,13 @@ type Repositories struct {
 	name  string
 	role  string
 	repos map[string]*Repository
+	// Log receives what the service does on its own account (merges).
+	Log hclog.Logger
 }
 
 // NewRepositories makes the service of agent name ("source" or "target" role).
 func NewRepositories(name, role string, repos []*Repository) *Repositories {
-	s := &Repositories{name: name, role: role, repos: map[string]*Repository{}}
+	s := &Repositories{name: name, role: role, repos: map[string]*Repository{}, Log: hclog.NewNullLogger()}
 	for _, r := range repos {
 		s.repos[r.Name] = r
 	}

@@ -37,6 +37,8 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, repo.ErrLocked):
 		code = codes.Aborted
+	case errors.Is(err, repo.ErrCannotMerge):
+		code = codes.FailedPrecondition
 	case errors.Is(err, keyring.ErrWrongPassword), errors.Is(err, keyring.ErrNeedKey):
 		code = codes.FailedPrecondition
 	case errors.Is(err, backup.ErrVerify), errors.Is(err, format.ErrCorrupt):

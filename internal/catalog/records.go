@@ -143,6 +143,11 @@ type Point struct {
 	// SourceFileID is, for a point of a copy job, the source point it is
 	// a copy of.
 	SourceFileID []byte `json:"source_file_id,omitempty"`
+	// MergedInto is set when retention merged the point away: its file is
+	// gone, but records sealed under its session secret now live in the
+	// file of point MergedInto, so its secret is kept for that one.
+	// ListPoints leaves such points out; ListAllPoints has them.
+	MergedInto []byte `json:"merged_into,omitempty"`
 }
 
 // KeyRecord describes a secret key of a job: a password-derived key or a

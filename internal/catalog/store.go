@@ -79,7 +79,23 @@ func (s *Store) GetPoint(jobUID string, fileID []byte) (p Point, err error) {
 
 // ListPoints returns a job's points in chain and sequence order; see
 // Tx.ListPoints.
-func (s *Store) ListPoints(jobUID string) (ps []Point, err error) {
+func (s *Store) ListPoints(jobUID string) ([]Point, error) {
+	all, err := s.ListAllPoints(jobUID)
+	if err != nil {
+		return nil, err
+	}
+	ps := all[:0]
+	for _, p := range all {
+		if len(p.MergedInto) == 0 {
+			ps = append(ps, p)
+		}
+	}
+	return ps, nil
+}
+
+// ListAllPoints is ListPoints with the points retention merged away, whose
+// session secrets the points they were merged into still need.
+func (s *Store) ListAllPoints(jobUID string) (ps []Point, err error) {
 	err = s.View(func(tx *Tx) error { ps, err = tx.ListPoints(jobUID); return err })
 	return ps, err
 }

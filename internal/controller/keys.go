@@ -68,19 +68,23 @@ func (s *Server) RewrapKeys(ctx context.Context, req *controllerv1.RewrapKeysReq
 		return nil, toStatus(agentErr(a, "read key tables", err))
 	}
 	tables := kresp.Tables
-	pts, err := s.store.ListPoints(j.UID)
+	// Every point, those retention merged away too: a merged file's key
+	// table holds their wrapped secrets, matched by the wrapped form.
+	pts, err := s.store.ListAllPoints(j.UID)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	byID := map[string]*catalog.Point{}
+	byWrapped := map[string]*catalog.Point{}
 	for i := range pts {
-		byID[string(pts[i].FileID)] = &pts[i]
+		if pts[i].Wrapped != "" {
+			byWrapped[pts[i].Wrapped] = &pts[i]
+		}
 	}
 	var updates []*commonv1.FileKeyTable
 	var changed []catalog.Point
 	switch j.Encryption {
 	case encKMS:
-		updates, changed, err = s.rewrapTransit(ctx, j, tables, byID)
+		updates, changed, err = s.rewrapTransit(ctx, j, tables, byWrapped)
 	case encPass:
 		updates, err = s.rewrapPassword(j, tables)
 	}
@@ -110,7 +114,7 @@ func marshalTable(kt *format.KeyTable, like []byte) ([]byte, error) {
 }
 
 // rewrapTransit rewraps every Transit entry with one Vault request.
-func (s *Server) rewrapTransit(ctx context.Context, j catalog.Job, tables []*commonv1.FileKeyTable, byID map[string]*catalog.Point) ([]*commonv1.FileKeyTable, []catalog.Point, error) {
+func (s *Server) rewrapTransit(ctx context.Context, j catalog.Job, tables []*commonv1.FileKeyTable, byWrapped map[string]*catalog.Point) ([]*commonv1.FileKeyTable, []catalog.Point, error) {
 	type ref struct{ table, entry int }
 	var refs []ref
 	var wrapped []string
@@ -144,9 +148,10 @@ func (s *Server) rewrapTransit(ctx context.Context, j catalog.Job, tables []*com
 	for i, r := range refs {
 		e := &kts[r.table].Entries[r.entry]
 		te, _ := keys.ParseTransitEntry(e.Data)
+		p := byWrapped[te.Ciphertext]
 		te.Ciphertext = re[i]
 		e.Data = te.Marshal()
-		if p := byID[string(tables[r.table].FileId)]; p != nil && p.Wrapped != "" {
+		if p != nil {
 			cp := *p
 			cp.Wrapped = re[i]
 			cp.KeyRefs = []string{te.Ref()}

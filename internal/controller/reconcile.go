@@ -113,9 +113,18 @@ func (s *Server) reconcileJob(ctx context.Context, j catalog.Job, log hclog.Logg
 	inCatalog := map[string]bool{}
 	for _, p := range known {
 		inCatalog[string(p.FileID)] = true
-		if onDisk[string(p.FileID)] == nil {
-			say("job %s: point %x is in the catalog but agent %s no longer holds it", j.Name, p.FileID, a.Name)
+		if onDisk[string(p.FileID)] != nil {
+			continue
 		}
+		if into := mergedInto(p, onDisk); into != nil {
+			if err := s.recordMerge(j, p, into); err != nil {
+				say("job %s: point %x was merged into %x by retention, and recording it failed: %v", j.Name, p.FileID, into.FileId, err)
+			} else {
+				say("job %s: point %x was merged into point %x by retention (the controller had not recorded it)", j.Name, p.FileID, into.FileId)
+			}
+			continue
+		}
+		say("job %s: point %x is in the catalog but agent %s no longer holds it", j.Name, p.FileID, a.Name)
 	}
 	var orphans []*commonv1.Point
 	for fid, p := range onDisk {
@@ -216,5 +225,44 @@ func (s *Server) adopt(j catalog.Job, a catalog.Agent, repoName string, p *commo
 			_, err = tx.PutJob(cur)
 		}
 		return err
+	})
+}
+
+// mergedInto finds, for a catalog point its agent no longer holds, the
+// merged full that took it over: a full of the same chain with a higher
+// sequence (retention merges a chain's first point into the next one).
+func mergedInto(p catalog.Point, onDisk map[string]*commonv1.Point) *commonv1.Point {
+	var into *commonv1.Point
+	for _, d := range onDisk {
+		if bytes.Equal(d.ChainId, p.ChainID) && d.Kind == commonv1.PointKind_POINT_KIND_FULL && d.Sequence > p.Sequence &&
+			(into == nil || d.Sequence < into.Sequence) {
+			into = d
+		}
+	}
+	return into
+}
+
+// recordMerge records in the catalog a merge the agent did: the point is
+// hidden but keeps its secret for the merged file, which is now a full.
+func (s *Server) recordMerge(j catalog.Job, p catalog.Point, into *commonv1.Point) error {
+	return s.store.Update(func(tx *catalog.Tx) error {
+		all, err := tx.ListPoints(j.UID)
+		if err != nil {
+			return err
+		}
+		for _, q := range all {
+			switch {
+			case bytes.Equal(q.FileID, p.FileID), bytes.Equal(q.MergedInto, p.FileID):
+				q.MergedInto = into.FileId
+			case bytes.Equal(q.FileID, into.FileId):
+				q.Kind, q.ParentID, q.Size = "full", nil, into.Size
+			default:
+				continue
+			}
+			if err := tx.PutPoint(q); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }

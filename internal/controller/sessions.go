@@ -231,6 +231,16 @@ func (s *Server) run(ls *liveSession, j catalog.Job, full bool) {
 	if cerr != nil {
 		log.Error("recording the session failed", "error", cerr)
 	}
+	// Retention runs inside the session, so no other session of the job
+	// starts while the target merges.
+	if err == nil && cerr == nil && pt != nil && j.Kind == kindCopy {
+		if notes := s.applyRetention(s.ctx, j, pt.ChainID, log); len(notes) > 0 {
+			sess.Notes = append(sess.Notes, notes...)
+			if err := s.store.PutSession(sess); err != nil {
+				log.Error("recording the session failed", "error", err)
+			}
+		}
+	}
 	switch {
 	case err != nil:
 		log.Warn("session failed", "error", err)
@@ -350,18 +360,25 @@ func protoKey(sess *keys.Session) *commonv1.SessionKey {
 // to read them: sealed ones from the catalog, Transit-wrapped ones
 // unwrapped by Vault in one request per Transit key.
 func (s *Server) secretsOf(ctx context.Context, jobUID string, keep func(catalog.Point) bool) ([]*commonv1.SessionKey, error) {
-	pts, err := s.store.ListPoints(jobUID)
+	pts, err := s.store.ListAllPoints(jobUID)
 	if err != nil {
 		return nil, err
 	}
 	wanted := map[string]bool{}
+	for _, p := range pts {
+		if len(p.MergedInto) == 0 && (keep == nil || keep(p)) {
+			wanted[string(p.FileID)] = true
+		}
+	}
+	// A point retention merged away lends its secret to the merged file.
+	for _, p := range pts {
+		if len(p.MergedInto) > 0 && wanted[string(p.MergedInto)] {
+			wanted[string(p.FileID)] = true
+		}
+	}
 	byKey := map[string][]catalog.Point{}
 	for _, p := range pts {
-		if keep != nil && !keep(p) {
-			continue
-		}
-		wanted[string(p.FileID)] = true
-		if p.Wrapped != "" {
+		if wanted[string(p.FileID)] && p.Wrapped != "" {
 			byKey[p.WrappedKey] = append(byKey[p.WrappedKey], p)
 		}
 	}

@@ -151,6 +151,10 @@ func recoverRepo(ar *agent.Repository, log hclog.Logger) error {
 	return nil
 }
 
+// testAgentOptions are extra server options for the agents of a role,
+// set only by this package's tests (to record what an agent receives).
+var testAgentOptions = map[string][]grpc.ServerOption{}
+
 // StartAgent starts a source or target agent from its configuration.
 func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 	log := Logger("agent-"+cfg.Role, cfg.LogLevel, cfg.LogFormat, logOut).With("agent", cfg.Name)
@@ -188,8 +192,11 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 	// WaitForHandlers: when Stop cuts calls off at the shutdown bound, their
 	// handlers still run to the end, so a transfer removes its partial file.
 	opts := append(agent.ServerOptions(), grpc.Creds(credentials.NewTLS(stls)), grpc.WaitForHandlers(true))
+	opts = append(opts, testAgentOptions[cfg.Role]...)
 	g := grpc.NewServer(opts...)
-	repositoryv1.RegisterRepositoryServiceServer(g, agent.NewRepositories(cfg.Name, cfg.Role, repos))
+	rs := agent.NewRepositories(cfg.Name, cfg.Role, repos)
+	rs.Log = log
+	repositoryv1.RegisterRepositoryServiceServer(g, rs)
 	var closeTarget func() error
 	switch cfg.Role {
 	case config.RoleSource:

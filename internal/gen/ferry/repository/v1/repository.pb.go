@@ -767,6 +767,293 @@ func (x *RewriteKeyTablesResponse) GetFiles() int64 {
 	return 0
 }
 
+type GetCatalogRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	PointId       []byte                 `protobuf:"bytes,3,opt,name=point_id,json=pointId,proto3" json:"point_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCatalogRequest) Reset() {
+	*x = GetCatalogRequest{}
+	mi := &file_ferry_repository_v1_repository_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCatalogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCatalogRequest) ProtoMessage() {}
+
+func (x *GetCatalogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_repository_v1_repository_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCatalogRequest.ProtoReflect.Descriptor instead.
+func (*GetCatalogRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_repository_v1_repository_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetCatalogRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *GetCatalogRequest) GetBackup() string {
+	if x != nil {
+		return x.Backup
+	}
+	return ""
+}
+
+func (x *GetCatalogRequest) GetPointId() []byte {
+	if x != nil {
+		return x.PointId
+	}
+	return nil
+}
+
+type GetCatalogResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        []byte                 `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Catalog       []byte                 `protobuf:"bytes,2,opt,name=catalog,proto3" json:"catalog,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCatalogResponse) Reset() {
+	*x = GetCatalogResponse{}
+	mi := &file_ferry_repository_v1_repository_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCatalogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCatalogResponse) ProtoMessage() {}
+
+func (x *GetCatalogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_repository_v1_repository_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCatalogResponse.ProtoReflect.Descriptor instead.
+func (*GetCatalogResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_repository_v1_repository_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetCatalogResponse) GetHeader() []byte {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *GetCatalogResponse) GetCatalog() []byte {
+	if x != nil {
+		return x.Catalog
+	}
+	return nil
+}
+
+type MergeRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Repository string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	Backup     string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	ChainId    []byte                 `protobuf:"bytes,3,opt,name=chain_id,json=chainId,proto3" json:"chain_id,omitempty"`
+	// The second point of the chain, which the merge makes a full: the agent
+	// refuses when the chain's second file is another (a stale request).
+	PointId []byte `protobuf:"bytes,4,opt,name=point_id,json=pointId,proto3" json:"point_id,omitempty"`
+	// For each object of that point with data, its number of blocks; records
+	// of the full outside them are dropped. Without them (has_extents false)
+	// every record is kept.
+	Extents       map[uint64]uint64 `protobuf:"bytes,5,rep,name=extents,proto3" json:"extents,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	HasExtents    bool              `protobuf:"varint,6,opt,name=has_extents,json=hasExtents,proto3" json:"has_extents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergeRequest) Reset() {
+	*x = MergeRequest{}
+	mi := &file_ferry_repository_v1_repository_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeRequest) ProtoMessage() {}
+
+func (x *MergeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_repository_v1_repository_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeRequest.ProtoReflect.Descriptor instead.
+func (*MergeRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_repository_v1_repository_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MergeRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *MergeRequest) GetBackup() string {
+	if x != nil {
+		return x.Backup
+	}
+	return ""
+}
+
+func (x *MergeRequest) GetChainId() []byte {
+	if x != nil {
+		return x.ChainId
+	}
+	return nil
+}
+
+func (x *MergeRequest) GetPointId() []byte {
+	if x != nil {
+		return x.PointId
+	}
+	return nil
+}
+
+func (x *MergeRequest) GetExtents() map[uint64]uint64 {
+	if x != nil {
+		return x.Extents
+	}
+	return nil
+}
+
+func (x *MergeRequest) GetHasExtents() bool {
+	if x != nil {
+		return x.HasExtents
+	}
+	return false
+}
+
+type MergeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The point that is gone (the chain's old first file) and the merged
+	// point (the same file id as point_id, now a full).
+	RemovedId      []byte    `protobuf:"bytes,1,opt,name=removed_id,json=removedId,proto3" json:"removed_id,omitempty"`
+	Merged         *v1.Point `protobuf:"bytes,2,opt,name=merged,proto3" json:"merged,omitempty"`
+	BytesBefore    int64     `protobuf:"varint,3,opt,name=bytes_before,json=bytesBefore,proto3" json:"bytes_before,omitempty"`
+	BytesAfter     int64     `protobuf:"varint,4,opt,name=bytes_after,json=bytesAfter,proto3" json:"bytes_after,omitempty"`
+	RecordsKept    int64     `protobuf:"varint,5,opt,name=records_kept,json=recordsKept,proto3" json:"records_kept,omitempty"`
+	RecordsDropped int64     `protobuf:"varint,6,opt,name=records_dropped,json=recordsDropped,proto3" json:"records_dropped,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *MergeResponse) Reset() {
+	*x = MergeResponse{}
+	mi := &file_ferry_repository_v1_repository_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeResponse) ProtoMessage() {}
+
+func (x *MergeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_repository_v1_repository_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeResponse.ProtoReflect.Descriptor instead.
+func (*MergeResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_repository_v1_repository_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MergeResponse) GetRemovedId() []byte {
+	if x != nil {
+		return x.RemovedId
+	}
+	return nil
+}
+
+func (x *MergeResponse) GetMerged() *v1.Point {
+	if x != nil {
+		return x.Merged
+	}
+	return nil
+}
+
+func (x *MergeResponse) GetBytesBefore() int64 {
+	if x != nil {
+		return x.BytesBefore
+	}
+	return 0
+}
+
+func (x *MergeResponse) GetBytesAfter() int64 {
+	if x != nil {
+		return x.BytesAfter
+	}
+	return 0
+}
+
+func (x *MergeResponse) GetRecordsKept() int64 {
+	if x != nil {
+		return x.RecordsKept
+	}
+	return 0
+}
+
+func (x *MergeResponse) GetRecordsDropped() int64 {
+	if x != nil {
+		return x.RecordsDropped
+	}
+	return 0
+}
+
 var File_ferry_repository_v1_repository_proto protoreflect.FileDescriptor
 
 const file_ferry_repository_v1_repository_proto_rawDesc = "" +
@@ -829,7 +1116,38 @@ const file_ferry_repository_v1_repository_proto_rawDesc = "" +
 	"\x06backup\x18\x02 \x01(\tR\x06backup\x125\n" +
 	"\x06tables\x18\x03 \x03(\v2\x1d.ferry.common.v1.FileKeyTableR\x06tables\"0\n" +
 	"\x18RewriteKeyTablesResponse\x12\x14\n" +
-	"\x05files\x18\x01 \x01(\x03R\x05files2\xca\x04\n" +
+	"\x05files\x18\x01 \x01(\x03R\x05files\"f\n" +
+	"\x11GetCatalogRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06backup\x18\x02 \x01(\tR\x06backup\x12\x19\n" +
+	"\bpoint_id\x18\x03 \x01(\fR\apointId\"F\n" +
+	"\x12GetCatalogResponse\x12\x16\n" +
+	"\x06header\x18\x01 \x01(\fR\x06header\x12\x18\n" +
+	"\acatalog\x18\x02 \x01(\fR\acatalog\"\xa3\x02\n" +
+	"\fMergeRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06backup\x18\x02 \x01(\tR\x06backup\x12\x19\n" +
+	"\bchain_id\x18\x03 \x01(\fR\achainId\x12\x19\n" +
+	"\bpoint_id\x18\x04 \x01(\fR\apointId\x12H\n" +
+	"\aextents\x18\x05 \x03(\v2..ferry.repository.v1.MergeRequest.ExtentsEntryR\aextents\x12\x1f\n" +
+	"\vhas_extents\x18\x06 \x01(\bR\n" +
+	"hasExtents\x1a:\n" +
+	"\fExtentsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xee\x01\n" +
+	"\rMergeResponse\x12\x1d\n" +
+	"\n" +
+	"removed_id\x18\x01 \x01(\fR\tremovedId\x12.\n" +
+	"\x06merged\x18\x02 \x01(\v2\x16.ferry.common.v1.PointR\x06merged\x12!\n" +
+	"\fbytes_before\x18\x03 \x01(\x03R\vbytesBefore\x12\x1f\n" +
+	"\vbytes_after\x18\x04 \x01(\x03R\n" +
+	"bytesAfter\x12!\n" +
+	"\frecords_kept\x18\x05 \x01(\x03R\vrecordsKept\x12'\n" +
+	"\x0frecords_dropped\x18\x06 \x01(\x03R\x0erecordsDropped2\xf9\x05\n" +
 	"\x11RepositoryService\x12W\n" +
 	"\bDescribe\x12$.ferry.repository.v1.DescribeRequest\x1a%.ferry.repository.v1.DescribeResponse\x12]\n" +
 	"\n" +
@@ -837,7 +1155,10 @@ const file_ferry_repository_v1_repository_proto_rawDesc = "" +
 	"\x06Verify\x12\".ferry.repository.v1.VerifyRequest\x1a#.ferry.repository.v1.VerifyResponse\x12T\n" +
 	"\aRestore\x12#.ferry.repository.v1.RestoreRequest\x1a$.ferry.repository.v1.RestoreResponse\x12c\n" +
 	"\fGetKeyTables\x12(.ferry.repository.v1.GetKeyTablesRequest\x1a).ferry.repository.v1.GetKeyTablesResponse\x12o\n" +
-	"\x10RewriteKeyTables\x12,.ferry.repository.v1.RewriteKeyTablesRequest\x1a-.ferry.repository.v1.RewriteKeyTablesResponseB\xe4\x01\n" +
+	"\x10RewriteKeyTables\x12,.ferry.repository.v1.RewriteKeyTablesRequest\x1a-.ferry.repository.v1.RewriteKeyTablesResponse\x12]\n" +
+	"\n" +
+	"GetCatalog\x12&.ferry.repository.v1.GetCatalogRequest\x1a'.ferry.repository.v1.GetCatalogResponse\x12N\n" +
+	"\x05Merge\x12!.ferry.repository.v1.MergeRequest\x1a\".ferry.repository.v1.MergeResponseB\xe4\x01\n" +
 	"\x17com.ferry.repository.v1B\x0fRepositoryProtoP\x01ZJgithub.com/ferrybackup/ferry/internal/gen/ferry/repository/v1;repositoryv1\xa2\x02\x03FRX\xaa\x02\x13Ferry.Repository.V1\xca\x02\x13Ferry\\Repository\\V1\xe2\x02\x1fFerry\\Repository\\V1\\GPBMetadata\xea\x02\x15Ferry::Repository::V1b\x06proto3"
 
 var (
@@ -852,7 +1173,7 @@ func file_ferry_repository_v1_repository_proto_rawDescGZIP() []byte {
 	return file_ferry_repository_v1_repository_proto_rawDescData
 }
 
-var file_ferry_repository_v1_repository_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_ferry_repository_v1_repository_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_ferry_repository_v1_repository_proto_goTypes = []any{
 	(*DescribeRequest)(nil),          // 0: ferry.repository.v1.DescribeRequest
 	(*DescribeResponse)(nil),         // 1: ferry.repository.v1.DescribeResponse
@@ -867,34 +1188,45 @@ var file_ferry_repository_v1_repository_proto_goTypes = []any{
 	(*GetKeyTablesResponse)(nil),     // 10: ferry.repository.v1.GetKeyTablesResponse
 	(*RewriteKeyTablesRequest)(nil),  // 11: ferry.repository.v1.RewriteKeyTablesRequest
 	(*RewriteKeyTablesResponse)(nil), // 12: ferry.repository.v1.RewriteKeyTablesResponse
-	(*v1.Point)(nil),                 // 13: ferry.common.v1.Point
-	(*v1.SessionKey)(nil),            // 14: ferry.common.v1.SessionKey
-	(*v1.FileKeyTable)(nil),          // 15: ferry.common.v1.FileKeyTable
+	(*GetCatalogRequest)(nil),        // 13: ferry.repository.v1.GetCatalogRequest
+	(*GetCatalogResponse)(nil),       // 14: ferry.repository.v1.GetCatalogResponse
+	(*MergeRequest)(nil),             // 15: ferry.repository.v1.MergeRequest
+	(*MergeResponse)(nil),            // 16: ferry.repository.v1.MergeResponse
+	nil,                              // 17: ferry.repository.v1.MergeRequest.ExtentsEntry
+	(*v1.Point)(nil),                 // 18: ferry.common.v1.Point
+	(*v1.SessionKey)(nil),            // 19: ferry.common.v1.SessionKey
+	(*v1.FileKeyTable)(nil),          // 20: ferry.common.v1.FileKeyTable
 }
 var file_ferry_repository_v1_repository_proto_depIdxs = []int32{
 	2,  // 0: ferry.repository.v1.DescribeResponse.repositories:type_name -> ferry.repository.v1.Repository
-	13, // 1: ferry.repository.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
-	14, // 2: ferry.repository.v1.VerifyRequest.keys:type_name -> ferry.common.v1.SessionKey
-	14, // 3: ferry.repository.v1.RestoreRequest.keys:type_name -> ferry.common.v1.SessionKey
-	15, // 4: ferry.repository.v1.GetKeyTablesResponse.tables:type_name -> ferry.common.v1.FileKeyTable
-	15, // 5: ferry.repository.v1.RewriteKeyTablesRequest.tables:type_name -> ferry.common.v1.FileKeyTable
-	0,  // 6: ferry.repository.v1.RepositoryService.Describe:input_type -> ferry.repository.v1.DescribeRequest
-	3,  // 7: ferry.repository.v1.RepositoryService.ListPoints:input_type -> ferry.repository.v1.ListPointsRequest
-	5,  // 8: ferry.repository.v1.RepositoryService.Verify:input_type -> ferry.repository.v1.VerifyRequest
-	7,  // 9: ferry.repository.v1.RepositoryService.Restore:input_type -> ferry.repository.v1.RestoreRequest
-	9,  // 10: ferry.repository.v1.RepositoryService.GetKeyTables:input_type -> ferry.repository.v1.GetKeyTablesRequest
-	11, // 11: ferry.repository.v1.RepositoryService.RewriteKeyTables:input_type -> ferry.repository.v1.RewriteKeyTablesRequest
-	1,  // 12: ferry.repository.v1.RepositoryService.Describe:output_type -> ferry.repository.v1.DescribeResponse
-	4,  // 13: ferry.repository.v1.RepositoryService.ListPoints:output_type -> ferry.repository.v1.ListPointsResponse
-	6,  // 14: ferry.repository.v1.RepositoryService.Verify:output_type -> ferry.repository.v1.VerifyResponse
-	8,  // 15: ferry.repository.v1.RepositoryService.Restore:output_type -> ferry.repository.v1.RestoreResponse
-	10, // 16: ferry.repository.v1.RepositoryService.GetKeyTables:output_type -> ferry.repository.v1.GetKeyTablesResponse
-	12, // 17: ferry.repository.v1.RepositoryService.RewriteKeyTables:output_type -> ferry.repository.v1.RewriteKeyTablesResponse
-	12, // [12:18] is the sub-list for method output_type
-	6,  // [6:12] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	18, // 1: ferry.repository.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
+	19, // 2: ferry.repository.v1.VerifyRequest.keys:type_name -> ferry.common.v1.SessionKey
+	19, // 3: ferry.repository.v1.RestoreRequest.keys:type_name -> ferry.common.v1.SessionKey
+	20, // 4: ferry.repository.v1.GetKeyTablesResponse.tables:type_name -> ferry.common.v1.FileKeyTable
+	20, // 5: ferry.repository.v1.RewriteKeyTablesRequest.tables:type_name -> ferry.common.v1.FileKeyTable
+	17, // 6: ferry.repository.v1.MergeRequest.extents:type_name -> ferry.repository.v1.MergeRequest.ExtentsEntry
+	18, // 7: ferry.repository.v1.MergeResponse.merged:type_name -> ferry.common.v1.Point
+	0,  // 8: ferry.repository.v1.RepositoryService.Describe:input_type -> ferry.repository.v1.DescribeRequest
+	3,  // 9: ferry.repository.v1.RepositoryService.ListPoints:input_type -> ferry.repository.v1.ListPointsRequest
+	5,  // 10: ferry.repository.v1.RepositoryService.Verify:input_type -> ferry.repository.v1.VerifyRequest
+	7,  // 11: ferry.repository.v1.RepositoryService.Restore:input_type -> ferry.repository.v1.RestoreRequest
+	9,  // 12: ferry.repository.v1.RepositoryService.GetKeyTables:input_type -> ferry.repository.v1.GetKeyTablesRequest
+	11, // 13: ferry.repository.v1.RepositoryService.RewriteKeyTables:input_type -> ferry.repository.v1.RewriteKeyTablesRequest
+	13, // 14: ferry.repository.v1.RepositoryService.GetCatalog:input_type -> ferry.repository.v1.GetCatalogRequest
+	15, // 15: ferry.repository.v1.RepositoryService.Merge:input_type -> ferry.repository.v1.MergeRequest
+	1,  // 16: ferry.repository.v1.RepositoryService.Describe:output_type -> ferry.repository.v1.DescribeResponse
+	4,  // 17: ferry.repository.v1.RepositoryService.ListPoints:output_type -> ferry.repository.v1.ListPointsResponse
+	6,  // 18: ferry.repository.v1.RepositoryService.Verify:output_type -> ferry.repository.v1.VerifyResponse
+	8,  // 19: ferry.repository.v1.RepositoryService.Restore:output_type -> ferry.repository.v1.RestoreResponse
+	10, // 20: ferry.repository.v1.RepositoryService.GetKeyTables:output_type -> ferry.repository.v1.GetKeyTablesResponse
+	12, // 21: ferry.repository.v1.RepositoryService.RewriteKeyTables:output_type -> ferry.repository.v1.RewriteKeyTablesResponse
+	14, // 22: ferry.repository.v1.RepositoryService.GetCatalog:output_type -> ferry.repository.v1.GetCatalogResponse
+	16, // 23: ferry.repository.v1.RepositoryService.Merge:output_type -> ferry.repository.v1.MergeResponse
+	16, // [16:24] is the sub-list for method output_type
+	8,  // [8:16] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_ferry_repository_v1_repository_proto_init() }
@@ -908,7 +1240,7 @@ func file_ferry_repository_v1_repository_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_repository_v1_repository_proto_rawDesc), len(file_ferry_repository_v1_repository_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,8 @@ const (
 	RepositoryService_Restore_FullMethodName          = "/ferry.repository.v1.RepositoryService/Restore"
 	RepositoryService_GetKeyTables_FullMethodName     = "/ferry.repository.v1.RepositoryService/GetKeyTables"
 	RepositoryService_RewriteKeyTables_FullMethodName = "/ferry.repository.v1.RepositoryService/RewriteKeyTables"
+	RepositoryService_GetCatalog_FullMethodName       = "/ferry.repository.v1.RepositoryService/GetCatalog"
+	RepositoryService_Merge_FullMethodName            = "/ferry.repository.v1.RepositoryService/Merge"
 )
 
 // RepositoryServiceClient is the client API for RepositoryService service.
@@ -49,6 +51,13 @@ type RepositoryServiceClient interface {
 	// RewriteKeyTables replaces the key tables of files in place (journaled,
 	// atomic per file), never touching their records: key rotation.
 	RewriteKeyTables(ctx context.Context, in *RewriteKeyTablesRequest, opts ...grpc.CallOption) (*RewriteKeyTablesResponse, error)
+	// GetCatalog returns a point's header and its catalog section as stored
+	// (sealed when the file is encrypted): the controller opens it to tell
+	// a merge which blocks the point still has.
+	GetCatalog(ctx context.Context, in *GetCatalogRequest, opts ...grpc.CallOption) (*GetCatalogResponse, error)
+	// Merge drops a chain's oldest point for retention: the agent merges the
+	// chain's first file into the next one, without any key.
+	Merge(ctx context.Context, in *MergeRequest, opts ...grpc.CallOption) (*MergeResponse, error)
 }
 
 type repositoryServiceClient struct {
@@ -119,6 +128,26 @@ func (c *repositoryServiceClient) RewriteKeyTables(ctx context.Context, in *Rewr
 	return out, nil
 }
 
+func (c *repositoryServiceClient) GetCatalog(ctx context.Context, in *GetCatalogRequest, opts ...grpc.CallOption) (*GetCatalogResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCatalogResponse)
+	err := c.cc.Invoke(ctx, RepositoryService_GetCatalog_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *repositoryServiceClient) Merge(ctx context.Context, in *MergeRequest, opts ...grpc.CallOption) (*MergeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MergeResponse)
+	err := c.cc.Invoke(ctx, RepositoryService_Merge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RepositoryServiceServer is the server API for RepositoryService service.
 // All implementations must embed UnimplementedRepositoryServiceServer
 // for forward compatibility.
@@ -141,6 +170,13 @@ type RepositoryServiceServer interface {
 	// RewriteKeyTables replaces the key tables of files in place (journaled,
 	// atomic per file), never touching their records: key rotation.
 	RewriteKeyTables(context.Context, *RewriteKeyTablesRequest) (*RewriteKeyTablesResponse, error)
+	// GetCatalog returns a point's header and its catalog section as stored
+	// (sealed when the file is encrypted): the controller opens it to tell
+	// a merge which blocks the point still has.
+	GetCatalog(context.Context, *GetCatalogRequest) (*GetCatalogResponse, error)
+	// Merge drops a chain's oldest point for retention: the agent merges the
+	// chain's first file into the next one, without any key.
+	Merge(context.Context, *MergeRequest) (*MergeResponse, error)
 	mustEmbedUnimplementedRepositoryServiceServer()
 }
 
@@ -168,6 +204,12 @@ func (UnimplementedRepositoryServiceServer) GetKeyTables(context.Context, *GetKe
 }
 func (UnimplementedRepositoryServiceServer) RewriteKeyTables(context.Context, *RewriteKeyTablesRequest) (*RewriteKeyTablesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RewriteKeyTables not implemented")
+}
+func (UnimplementedRepositoryServiceServer) GetCatalog(context.Context, *GetCatalogRequest) (*GetCatalogResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCatalog not implemented")
+}
+func (UnimplementedRepositoryServiceServer) Merge(context.Context, *MergeRequest) (*MergeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Merge not implemented")
 }
 func (UnimplementedRepositoryServiceServer) mustEmbedUnimplementedRepositoryServiceServer() {}
 func (UnimplementedRepositoryServiceServer) testEmbeddedByValue()                           {}
@@ -298,6 +340,42 @@ func _RepositoryService_RewriteKeyTables_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RepositoryService_GetCatalog_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCatalogRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RepositoryServiceServer).GetCatalog(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RepositoryService_GetCatalog_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RepositoryServiceServer).GetCatalog(ctx, req.(*GetCatalogRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RepositoryService_Merge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MergeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RepositoryServiceServer).Merge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RepositoryService_Merge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RepositoryServiceServer).Merge(ctx, req.(*MergeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RepositoryService_ServiceDesc is the grpc.ServiceDesc for RepositoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -328,6 +406,14 @@ var RepositoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RewriteKeyTables",
 			Handler:    _RepositoryService_RewriteKeyTables_Handler,
+		},
+		{
+			MethodName: "GetCatalog",
+			Handler:    _RepositoryService_GetCatalog_Handler,
+		},
+		{
+			MethodName: "Merge",
+			Handler:    _RepositoryService_Merge_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
