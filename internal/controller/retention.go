@@ -32,12 +32,28 @@ func dropOldest(j catalog.Job, pts []catalog.Point, now time.Time) bool {
 	return true
 }
 
+// retentionChain is the chain retention works on after a session: the
+// one its point went into, else the job's latest point's.
+func (s *Server) retentionChain(j catalog.Job, pt *catalog.Point) []byte {
+	if pt != nil {
+		return pt.ChainID
+	}
+	pts, err := s.store.ListPoints(j.UID)
+	if err != nil {
+		return nil
+	}
+	if l := latest(pts); l != nil {
+		return l.ChainID
+	}
+	return nil
+}
+
 // applyRetention merges the oldest points of a copy job's chain away until
 // the job's retention holds. The target agent merges without any key; the
 // controller only tells it which blocks the surviving point still has,
 // read from that point's catalog. It returns notes for the session.
 func (s *Server) applyRetention(ctx context.Context, j catalog.Job, chainID []byte, log hclog.Logger) []string {
-	if j.Kind != kindCopy || (j.Retain == 0 && j.RetainDays == 0) {
+	if j.Kind != kindCopy || (j.Retain == 0 && j.RetainDays == 0) || chainID == nil {
 		return nil
 	}
 	var notes []string

@@ -233,8 +233,10 @@ func (s *Server) run(ls *liveSession, j catalog.Job, full bool) {
 	}
 	// Retention runs inside the session, so no other session of the job
 	// starts while the target merges.
-	if err == nil && cerr == nil && pt != nil && j.Kind == kindCopy {
-		if notes := s.applyRetention(s.ctx, j, pt.ChainID, log); len(notes) > 0 {
+	// A session with nothing new to copy still catches up a merge an
+	// earlier one could not finish.
+	if err == nil && cerr == nil && j.Kind == kindCopy && !isHealthCheck(sess) {
+		if notes := s.applyRetention(s.ctx, j, s.retentionChain(j, pt), log); len(notes) > 0 {
 			sess.Notes = append(sess.Notes, notes...)
 			if err := s.store.PutSession(sess); err != nil {
 				log.Error("recording the session failed", "error", err)
