@@ -6,6 +6,7 @@ import (
 
 	repositoryv1 "github.com/ferrybackup/ferry/internal/gen/ferry/repository/v1"
 	"github.com/ferrybackup/ferry/internal/pki"
+	"github.com/ferrybackup/ferry/internal/telemetry"
 )
 
 // Repositories is the RepositoryService every agent serves for the
@@ -18,6 +19,8 @@ type Repositories struct {
 	repos map[string]*Repository
 	// Log receives what the service does on its own account (merges).
 	Log hclog.Logger
+	// Metrics counts restores, verifies and merges (nil: none).
+	Metrics *telemetry.Metrics
 }
 
 // NewRepositories makes the service of agent name ("source" or "target" role).
@@ -67,7 +70,9 @@ func (s *Repositories) Verify(ctx context.Context, req *repositoryv1.VerifyReque
 	if _, err := requireRole(ctx, pki.RoleController); err != nil {
 		return nil, toStatus(err)
 	}
+	done := s.Metrics.TrackSession(telemetry.KindVerify)
 	res, err := verifyIn(ctx, s.repo, req.Repository, req.Backup, req.PointId, req.Keyless, req.Keys)
+	done(err)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -79,7 +84,9 @@ func (s *Repositories) Restore(ctx context.Context, req *repositoryv1.RestoreReq
 	if _, err := requireRole(ctx, pki.RoleController); err != nil {
 		return nil, toStatus(err)
 	}
+	done := s.Metrics.TrackSession(telemetry.KindRestore)
 	res, err := restoreIn(ctx, s.repo, req.Repository, req.Backup, req.PointId, req.To, req.Keys)
+	done(err)
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -9,6 +9,7 @@ import (
 	repositoryv1 "github.com/ferrybackup/ferry/internal/gen/ferry/repository/v1"
 	"github.com/ferrybackup/ferry/internal/pki"
 	"github.com/ferrybackup/ferry/internal/repo"
+	"github.com/ferrybackup/ferry/internal/telemetry"
 )
 
 // GetCatalog returns a point's header and catalog section as stored: a
@@ -79,7 +80,9 @@ func (s *Repositories) Merge(ctx context.Context, req *repositoryv1.MergeRequest
 			extents = map[uint64]uint64{}
 		}
 	}
+	done := s.Metrics.TrackSession(telemetry.KindMerge)
 	res, err := r.Repo.Merge(req.Backup, chain, extents)
+	done(err)
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -16,6 +16,7 @@ import (
 	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
 	"github.com/ferrybackup/ferry/internal/keys"
 	"github.com/ferrybackup/ferry/internal/pki"
+	"github.com/ferrybackup/ferry/internal/telemetry"
 )
 
 // Dialer opens a connection to another agent, with this agent's
@@ -32,6 +33,8 @@ type Source struct {
 	// ProgressEvery is how often running sessions report progress.
 	ProgressEvery time.Duration
 	slots         *slots
+	// Metrics counts sessions and bytes (nil: none).
+	Metrics *telemetry.Metrics
 }
 
 // NewSource makes the service.
@@ -106,7 +109,11 @@ func (s *Source) Backup(req *sourcev1.BackupRequest, stream sourcev1.SourceServi
 	}
 	defer release()
 	log.Info("backup started", "backup", req.Backup, "path", req.Path)
+	done := s.Metrics.TrackSession(telemetry.KindBackup)
 	ev, err := s.backup(req, stream, log)
+	done(err)
+	s.Metrics.AddBytes(telemetry.StageRead, req.Job, ev.GetStats().GetBytesRead())
+	s.Metrics.AddBytes(telemetry.StageWritten, req.Job, ev.GetStats().GetBytesWritten())
 	if err != nil {
 		log.Warn("backup failed", "error", err)
 		return toStatus(err)
@@ -178,7 +185,11 @@ func (s *Source) Copy(req *sourcev1.CopyRequest, stream sourcev1.SourceService_C
 	}
 	defer release()
 	log.Info("copy started", "backup", req.Backup, "point", fmt.Sprintf("%x", req.PointId), "target", req.TargetAddress)
+	done := s.Metrics.TrackSession(telemetry.KindCopy)
 	ev, err := s.copy(req, stream)
+	done(err)
+	s.Metrics.AddBytes(telemetry.StageRead, req.Job, ev.GetStats().GetBytesRead())
+	s.Metrics.AddBytes(telemetry.StageSent, req.Job, ev.GetStats().GetBytesSent())
 	if err != nil {
 		log.Warn("copy failed", "error", err)
 		return toStatus(err)

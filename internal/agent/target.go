@@ -23,6 +23,7 @@ import (
 	"github.com/ferrybackup/ferry/internal/keyring"
 	"github.com/ferrybackup/ferry/internal/pki"
 	"github.com/ferrybackup/ferry/internal/repo"
+	"github.com/ferrybackup/ferry/internal/telemetry"
 	"github.com/ferrybackup/ferry/internal/transfer"
 )
 
@@ -54,6 +55,8 @@ type Target struct {
 	// DurabilityInterval is how many record bytes the target receives
 	// between checkpoints (fsync + ack): what a cut link can cost again.
 	DurabilityInterval int64
+	// Metrics counts sessions and bytes (nil: none).
+	Metrics *telemetry.Metrics
 }
 
 // NewTarget makes the service. grantKeys are the controller keys whose
@@ -137,7 +140,9 @@ func (t *Target) Transfer(stream targetv1.TargetService_TransferServer) error {
 		return toStatus(err)
 	}
 	defer release()
+	done := t.Metrics.TrackSession(telemetry.KindCopy)
 	err = t.transfer(stream)
+	done(err)
 	if err != nil {
 		t.log.Warn("transfer failed", "error", err)
 	}
@@ -241,6 +246,8 @@ func (t *Target) transfer(stream targetv1.TargetService_TransferServer) error {
 			}
 			committed = true
 			log.Info("backup file committed", "point", p.FileID, "sequence", p.Sequence, "records", rc.Records, "bytes", p.Size)
+			t.Metrics.AddBytes(telemetry.StageReceived, g.Job, p.Size)
+			t.Metrics.AddBytes(telemetry.StageWritten, g.Job, p.Size)
 			return stream.Send(&targetv1.TransferResponse{Msg: &targetv1.TransferResponse_Committed{Committed: &targetv1.TransferCommitted{
 				FileId: g.FileId, Size: p.Size,
 				Stats: &commonv1.SessionStats{BytesWritten: p.Size, Records: int64(rc.Records), DurationNanos: int64(time.Since(start))},

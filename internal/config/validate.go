@@ -100,8 +100,10 @@ func (t *TLS) resolve(dir string) {
 	}
 }
 
-// Telemetry is where a daemon serves its metrics over plain HTTP; bind it
-// to loopback or a management network.
+// Telemetry is where a daemon serves its Prometheus metrics (/metrics)
+// and /healthz, over mutual TLS like every ferry listener: the scraper
+// presents a certificate of the client role from the deployment's CA
+// (`controller pki issue --role client`).
 type Telemetry struct {
 	// Listen is the host:port of the metrics endpoint (required in the
 	// block).

@@ -562,5 +562,6 @@ func (s *Server) DeleteJob(ctx context.Context, req *controllerv1.DeleteJobReque
 		return nil, toStatus(err)
 	}
 	s.log.Info("job deleted", "job", j.Name)
+	s.o.Metrics.ForgetJob(j.Name)
 	return &controllerv1.DeleteJobResponse{}, nil
 }

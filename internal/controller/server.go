@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ferrybackup/ferry/internal/schedule"
+	"github.com/ferrybackup/ferry/internal/telemetry"
 	"sync"
 	"time"
 
@@ -46,6 +47,8 @@ type Options struct {
 	// Recovery, when set, also seals every new session secret, so that a
 	// point opens with the offline recovery key alone.
 	Recovery *keys.RecoveryPublic
+	// Metrics counts sessions and their bytes (nil: none).
+	Metrics *telemetry.Metrics
 }
 
 // Server is the controller.

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/ferrybackup/ferry/internal/telemetry"
 	"io"
 	"path/filepath"
 	"slices"
@@ -178,6 +179,11 @@ func (s *Server) startMode(j catalog.Job, full bool, mode string) (*liveSession,
 func (s *Server) run(ls *liveSession, j catalog.Job, full bool) {
 	log := s.log.With("session", ls.sess.ID, "job", j.Name)
 	log.Info("session started", "kind", j.Kind)
+	metricKind := j.Kind
+	if isHealthCheck(ls.sess) {
+		metricKind = telemetry.KindHealth
+	}
+	tracked := s.o.Metrics.TrackSession(metricKind)
 	// Bring the catalog in line with the job's agent first: a point an
 	// earlier session committed while this controller lost track of it
 	// (an agent killed before it answered) becomes the parent it is.
@@ -204,6 +210,10 @@ func (s *Server) run(ls *liveSession, j catalog.Job, full bool) {
 	// next session at once.
 	sess, _, _ := ls.snapshot()
 	sess.EndedAt = time.Now().UTC()
+	tracked(err)
+	s.o.Metrics.AddBytes(telemetry.StageRead, j.Name, sess.BytesRead)
+	s.o.Metrics.AddBytes(telemetry.StageSent, j.Name, sess.BytesSent)
+	s.o.Metrics.AddBytes(telemetry.StageWritten, j.Name, sess.BytesWritten)
 	if err != nil {
 		sess.Result, sess.Error = resultFailed, err.Error()
 	} else {

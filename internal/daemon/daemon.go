@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/ferrybackup/ferry/internal/telemetry"
 	"io"
 	"io/fs"
 	"net"
@@ -42,13 +44,17 @@ func Logger(name, level, format string, out io.Writer) hclog.Logger {
 
 // Server is a running daemon.
 type Server struct {
-	Addr     string // where it listens
-	grpc     *grpc.Server
-	health   *health.Server
-	done     chan error
-	shutdown time.Duration
-	closers  []func() error
-	log      hclog.Logger
+	Addr string // where it listens
+	// MetricsAddr is where its metrics are served (mTLS), "" without a
+	// telemetry block.
+	MetricsAddr string
+	Metrics     *telemetry.Metrics
+	grpc        *grpc.Server
+	health      *health.Server
+	done        chan error
+	shutdown    time.Duration
+	closers     []func() error
+	log         hclog.Logger
 }
 
 // Wait blocks until the server stops and returns why.
@@ -196,6 +202,8 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 	g := grpc.NewServer(opts...)
 	rs := agent.NewRepositories(cfg.Name, cfg.Role, repos)
 	rs.Log = log
+	metrics := telemetry.New(agent.Version)
+	rs.Metrics = metrics
 	repositoryv1.RegisterRepositoryServiceServer(g, rs)
 	var closeTarget func() error
 	switch cfg.Role {
@@ -208,6 +216,7 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 			return grpc.NewClient(addr, append(agent.DialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(ctls)))...)
 		}
 		src := agent.NewSource(cfg.Name, repos, dial, log)
+		src.Metrics = metrics
 		src.SetMaxSessions(cfg.MaxSessions)
 		sourcev1.RegisterSourceServiceServer(g, src)
 	case config.RoleTarget:
@@ -217,6 +226,7 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 			return nil, err
 		}
 		tgt := agent.NewTarget(cfg.Name, repos, trusted, log)
+		tgt.Metrics = metrics
 		// Kept across restarts, so a session cut off by a restart of the
 		// target resumes under its grant.
 		tgt.OnRegister = func(ks []ed25519.PublicKey) error { return saveGrantKeys(keysFile, ks) }
@@ -237,6 +247,10 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 	if closeTarget != nil {
 		s.closers = append(s.closers, closeTarget)
 	}
+	if err := s.serveMetrics(cfg.Telemetry, metrics, cert, roots, log); err != nil {
+		s.Stop()
+		return nil, err
+	}
 	log.Info("agent listening", "role", cfg.Role, "address", s.Addr, "repositories", len(repos))
 	return s, nil
 }
@@ -244,14 +258,14 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 // vaultClient connects to Vault Transit as the controller's vault block
 // says; without a block it uses VAULT_ADDR and VAULT_TOKEN when both are
 // set (as `controller dev` does), and otherwise KMS jobs are unavailable.
-func vaultClient(v *config.Vault, log hclog.Logger) (*kms.Transit, error) {
+func vaultClient(v *config.Vault, log hclog.Logger, observe func(op string, err error)) (*kms.Transit, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if v == nil {
 		if os.Getenv("VAULT_ADDR") == "" || os.Getenv("VAULT_TOKEN") == "" {
 			return nil, nil
 		}
-		t, err := kms.New(ctx, kms.Config{Logger: log})
+		t, err := kms.New(ctx, kms.Config{Logger: log, Observe: observe})
 		if err != nil {
 			return nil, err
 		}
@@ -259,7 +273,7 @@ func vaultClient(v *config.Vault, log hclog.Logger) (*kms.Transit, error) {
 		return t, nil
 	}
 	kc := kms.Config{Address: v.Address, Namespace: v.Namespace, Mount: v.Mount, TokenFile: v.TokenFile,
-		CACert: v.CAFile, ClientCert: v.ClientCertFile, ClientKey: v.ClientKeyFile, Logger: log}
+		CACert: v.CAFile, ClientCert: v.ClientCertFile, ClientKey: v.ClientKeyFile, Logger: log, Observe: observe}
 	if v.AppRole != nil {
 		kc.AppRoleID, kc.AppSecretFile = v.AppRole.RoleID, v.AppRole.SecretIDFile
 	}
@@ -286,7 +300,8 @@ func StartController(cfg *config.Controller, logOut io.Writer, kdf keys.KDFParam
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("state dir: %w", err)
 	}
-	transit, err := vaultClient(cfg.Vault, log)
+	metrics := telemetry.New(agent.Version)
+	transit, err := vaultClient(cfg.Vault, log, metrics.VaultRequest)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -298,7 +313,7 @@ func StartController(cfg *config.Controller, logOut io.Writer, kdf keys.KDFParam
 		log.Info("sealing every new session secret to the recovery key too")
 	}
 	c, err := controller.New(controller.Options{StateDir: cfg.StateDir, Cert: cert, Roots: roots, GrantTTL: cfg.GrantTTLDuration, KDF: kdf, Logger: log,
-		Transit: transit, Recovery: recovery})
+		Transit: transit, Recovery: recovery, Metrics: metrics})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -319,6 +334,37 @@ func StartController(cfg *config.Controller, logOut io.Writer, kdf keys.KDFParam
 	if transit != nil {
 		s.closers = append(s.closers, func() error { transit.Close(); return nil })
 	}
+	if err := s.serveMetrics(cfg.Telemetry, metrics, cert, roots, log); err != nil {
+		s.Stop()
+		return nil, nil, err
+	}
 	log.Info("controller listening", "address", s.Addr, "state_dir", cfg.StateDir)
 	return s, c, nil
+}
+
+// serveMetrics serves a daemon's metrics when its configuration has a
+// telemetry block: over mutual TLS like every listener, for scrapers that
+// present a certificate of the client role (controller pki issue --role
+// client).
+func (s *Server) serveMetrics(t *config.Telemetry, m *telemetry.Metrics, cert tls.Certificate, roots *x509.CertPool, log hclog.Logger) error {
+	s.Metrics = m
+	if t == nil {
+		return nil
+	}
+	tc, err := pki.ServerConfig(cert, roots, pki.RoleClient)
+	if err != nil {
+		return err
+	}
+	addr, stop, err := telemetry.Serve(context.Background(), t.Listen, tc, m.Registry(), log.Named("telemetry"))
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	s.MetricsAddr = addr
+	s.closers = append(s.closers, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return stop(ctx)
+	})
+	log.Info("serving metrics", "address", addr)
+	return nil
 }

@@ -105,7 +105,7 @@ func StartDev(ctx context.Context, dir string, logOut io.Writer, kdf keys.KDFPar
 	agentCfg := func(name, role string) (*config.Agent, error) {
 		a := &config.Agent{
 			Name: name, Role: role, Listen: "127.0.0.1:0", StateDir: filepath.Join(dir, name, "state"),
-			LogLevel: devLogLevel(), LogFormat: devLogFormat(), TLS: tlsOf(name),
+			LogLevel: devLogLevel(), LogFormat: devLogFormat(), TLS: tlsOf(name), Telemetry: &config.Telemetry{Listen: "127.0.0.1:0"},
 			Repositories: []config.Repository{{Name: "local", Path: filepath.Join(dir, name, "repos", "local")}},
 		}
 		a.ApplyDefaults()
@@ -129,6 +129,7 @@ func StartDev(ctx context.Context, dir string, logOut io.Writer, kdf keys.KDFPar
 		return nil, err
 	}
 	ccfg := &config.Controller{Listen: "127.0.0.1:0", StateDir: filepath.Join(dir, "controller"), LogLevel: devLogLevel(), LogFormat: devLogFormat(), TLS: tlsOf("controller"),
+		Telemetry:         &config.Telemetry{Listen: "127.0.0.1:0"},
 		RecoveryPublicKey: os.Getenv("FERRY_RECOVERY_PUBLIC_KEY")}
 	ccfg.ApplyDefaults()
 	if err := ccfg.Validate(); err != nil {

@@ -105,6 +105,8 @@ func DevMain(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	fmt.Fprintf(stdout, "ferry dev: controller %s, source agent %s, target agent %s; state in %s\n", env.Controller.Addr, env.Source.Addr, env.Target.Addr, env.Dir)
+	fmt.Fprintf(stdout, "metrics (mTLS, with the client certificate below): controller https://%s/metrics, source agent https://%s/metrics, target agent https://%s/metrics\n",
+		env.Controller.MetricsAddr, env.Source.MetricsAddr, env.Target.MetricsAddr)
 	fmt.Fprintf(stdout, "Paste these lines to use it, then try `controller agent list`:\n\n%s\n", env.Exports())
 	wait := func() error {
 		select {} // until a signal

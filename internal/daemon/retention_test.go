@@ -19,6 +19,7 @@ import (
 	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
 	controllerv1 "github.com/ferrybackup/ferry/internal/gen/ferry/controller/v1"
 	"github.com/ferrybackup/ferry/internal/keys"
+	"github.com/ferrybackup/ferry/internal/pki"
 	"github.com/ferrybackup/ferry/internal/transittest"
 )
 
@@ -220,6 +221,11 @@ func TestRetentionKMSThenRewrap(t *testing.T) {
 		snapshot(t, src, snap)
 		snaps = append(snaps, snap)
 		runJob(t, c, "offsite")
+	}
+	// Vault calls show in the controller's metrics.
+	m := scrape(t, env, env.Controller.MetricsAddr, pki.RoleController)
+	if m[`ferry_vault_requests_total{op="encrypt"}`] < 4 || m[`ferry_vault_requests_total{op="decrypt"}`] < 1 {
+		t.Errorf("vault request counters: encrypt %v, decrypt %v", m[`ferry_vault_requests_total{op="encrypt"}`], m[`ferry_vault_requests_total{op="decrypt"}`])
 	}
 	if _, err := c.RotateKey(ctx, &controllerv1.RotateKeyRequest{Job: "offsite"}); err != nil {
 		t.Fatal(err)

@@ -43,6 +43,17 @@ type Config struct {
 	MaxRetries int
 	Timeout    time.Duration
 	Logger     hclog.Logger
+	// Observe, when set, is told of every request to Vault: its
+	// operation ("encrypt", "decrypt", "rewrap", "read-key", ...) and
+	// error (for metrics).
+	Observe func(op string, err error)
+}
+
+// observe reports one request to Vault.
+func (t *Transit) observe(op string, err error) {
+	if t.cfg.Observe != nil {
+		t.cfg.Observe(op, err)
+	}
 }
 
 // Transit is a client of one Transit mount.
@@ -202,6 +213,7 @@ func (t *Transit) loginAppRole(ctx context.Context) error {
 	resp, err := t.c.Logical().WriteWithContext(ctx, "auth/approle/login", map[string]any{
 		"role_id": t.cfg.AppRoleID, "secret_id": strings.TrimSpace(string(secret)),
 	})
+	t.observe("login", err)
 	if err != nil {
 		return t.wrap(err, "log in with AppRole", "")
 	}
@@ -258,6 +270,7 @@ func oneLine(s string) string {
 // Transit key type (aes256-gcm96, rsa-4096).
 func (t *Transit) EnsureKey(ctx context.Context, name, typ string) error {
 	sec, err := t.c.Logical().ReadWithContext(ctx, t.mount+"/keys/"+name)
+	t.observe("read-key", err)
 	if err != nil {
 		var re *api.ResponseError
 		if !errors.As(err, &re) || re.StatusCode != http.StatusNotFound {
@@ -270,7 +283,9 @@ func (t *Transit) EnsureKey(ctx context.Context, name, typ string) error {
 		}
 		return nil
 	}
-	if _, err := t.c.Logical().WriteWithContext(ctx, t.mount+"/keys/"+name, map[string]any{"type": typ}); err != nil {
+	_, err = t.c.Logical().WriteWithContext(ctx, t.mount+"/keys/"+name, map[string]any{"type": typ})
+	t.observe("create-key", err)
+	if err != nil {
 		return t.wrap(err, "create", name)
 	}
 	t.log.Info("created transit key", "key", name, "type", typ)
@@ -321,7 +336,9 @@ func (t *Transit) Rewrap(ctx context.Context, name string, wrapped []string) ([]
 
 // Rotate adds a new version to the key.
 func (t *Transit) Rotate(ctx context.Context, name string) error {
-	if _, err := t.c.Logical().WriteWithContext(ctx, t.mount+"/keys/"+name+"/rotate", nil); err != nil {
+	_, err := t.c.Logical().WriteWithContext(ctx, t.mount+"/keys/"+name+"/rotate", nil)
+	t.observe("rotate", err)
+	if err != nil {
 		return t.wrap(err, "rotate", name)
 	}
 	return nil
@@ -352,6 +369,7 @@ func (t *Transit) batchOnce(ctx context.Context, op, name string, batch []map[st
 		return nil, err
 	}
 	resp, err := t.c.Logical().WriteRawWithContext(ctx, t.mount+"/"+op+"/"+name, body)
+	t.observe(op, err)
 	var sec api.Secret
 	if resp != nil && resp.Body != nil {
 		defer resp.Body.Close()
@@ -401,6 +419,7 @@ func (t *Transit) Address() string { return t.c.Address() }
 // instead of Vault creating a new key of that name on the next encrypt.
 func (t *Transit) CheckKey(ctx context.Context, name string) error {
 	sec, err := t.c.Logical().ReadWithContext(ctx, t.mount+"/keys/"+name)
+	t.observe("read-key", err)
 	if err != nil {
 		var re *api.ResponseError
 		if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
