@@ -1,0 +1,8 @@
+// Package ratelimit caps the bandwidth of WAN copies. A Limiter is a token
+// bucket on bytes; a copy session charges its bytes to its own job limiter
+// and to the agent's global limiter (WaitAll), so each job keeps to its
+// limit and all jobs together keep to the agent's. Writers, readers, conns
+// and listeners wrap the I/O so the bytes that cross the link are the ones
+// charged. ParseRate reads limits as operators write them ("50Mbit",
+// "10MiB/s").
+package ratelimit
