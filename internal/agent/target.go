@@ -207,6 +207,13 @@ func (t *Target) transfer(stream targetv1.TargetService_TransferServer) error {
 		switch {
 		case committed:
 		case park:
+			// Make durable every record received up to the cut, so that a
+			// resume sends again only what was still on the wire.
+			if n, err := rc.Checkpoint(); err != nil {
+				log.Warn("could not make the records received before the cut durable; a resume starts from the last checkpoint", "error", err)
+			} else {
+				log.Debug("link cut; the records received are durable", "records", n)
+			}
 			t.park(parkKey, r, g, rc, log)
 		default:
 			rc.Abort()

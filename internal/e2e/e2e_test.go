@@ -136,6 +136,13 @@ func writeFile(t *testing.T, path, content string) {
 // three daemons, then adds both agents.
 func startStack(t *testing.T, requireEncryption bool, targetExtra ...string) *stack {
 	t.Helper()
+	return startStackVia(t, requireEncryption, nil, targetExtra...)
+}
+
+// startStackVia is startStack with the target agent registered at the
+// address via returns for its real one (a link simulator in front of it).
+func startStackVia(t *testing.T, requireEncryption bool, via func(targetAddr string) string, targetExtra ...string) *stack {
+	t.Helper()
 	s := &stack{t: t, dir: t.TempDir(), ctlAddr: freePort(t), srcAddr: freePort(t), tgtAddr: freePort(t)}
 	s.mustCtl("pki", "init", "--dir", "pki")
 	for _, n := range [][2]string{{"controller", "controller"}, {"source", "source"}, {"target", "target"}, {"admin", "client"}} {
@@ -157,7 +164,11 @@ func startStack(t *testing.T, requireEncryption bool, targetExtra ...string) *st
 		waitListening(t, addr)
 	}
 	s.mustCtl("agent", "add", "source", "--address", s.srcAddr, "--role", "source")
-	s.mustCtl("agent", "add", "target", "--address", s.tgtAddr, "--role", "target")
+	tgt := s.tgtAddr
+	if via != nil {
+		tgt = via(s.tgtAddr)
+	}
+	s.mustCtl("agent", "add", "target", "--address", tgt, "--role", "target")
 	return s
 }
 
