@@ -42,7 +42,9 @@ repository "local" {
 # "512KiB/s" or bytes per second; 0 or absent means unlimited.
 bandwidth = "50Mbit"
 
-# Metrics over plain HTTP, on loopback.
+# Prometheus metrics (/metrics) and /healthz, over mutual TLS like every
+# listener: scrape with a client certificate of this CA
+# (controller pki issue --name prometheus --role client).
 telemetry {
   listen = "127.0.0.1:9101"
 }

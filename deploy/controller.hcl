@@ -34,8 +34,9 @@ tls {
   ca_file   = "/etc/ferry/ca.crt"
 }
 
-# Metrics over plain HTTP; keep it on loopback or a management
-# network.
+# Prometheus metrics (/metrics) and /healthz, over mutual TLS like every
+# listener: scrape with a client certificate of this CA
+# (controller pki issue --name prometheus --role client).
 telemetry {
   listen = "127.0.0.1:9100"
 }
