@@ -145,6 +145,9 @@ func TestUsageMessages(t *testing.T) {
 		{[]string{"pki", "issue", "--dir", "d", "--name", "x", "--role", "admin"}, "choose controller, source, target or client"},
 		{[]string{"agent", "list", "-o", "yaml"}, "choose text or json"},
 		{[]string{"restore", "--job", "w", "--to", "a:/x", "--point", "abc"}, "even number of hex digits"},
+		{[]string{"job", "create", "w", "--kind", "backup", "--agent", "a", "--repo", "r", "--path", "/p", "--mode", "immediate"}, "--mode does not apply to a backup job"},
+		{[]string{"job", "create", "off", "--kind", "copy", "--from", "a:r/w", "--to", "b:r", "--retain", "-2"}, "cannot be negative"},
+		{[]string{"job", "run", "w", "--full", "--health-check"}, "--full writes a backup file"},
 	} {
 		code, _, stderr := run(t, c.args...)
 		if code != ExitUsage || !strings.Contains(stderr, c.want) {

@@ -305,3 +305,48 @@ func TestScheduleCatchesUpOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestRunningSettingsRefused: schedules, modes, retention and health
+// checks that cannot work are refused when a job is created, with the
+// reason.
+func TestRunningSettingsRefused(t *testing.T) {
+	ctx := context.Background()
+	env, err := StartDev(ctx, t.TempDir(), logWriter{t}, keys.TestKDF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	c := devClient(t, env)
+	src := t.TempDir()
+	backup := func(mod func(*controllerv1.JobSpec)) *controllerv1.JobSpec {
+		s := &controllerv1.JobSpec{Name: "site", Kind: controllerv1.JobKind_JOB_KIND_BACKUP, Agent: "source", Repository: "local", Path: src}
+		mod(s)
+		return s
+	}
+	cp := func(mod func(*controllerv1.JobSpec)) *controllerv1.JobSpec {
+		s := &controllerv1.JobSpec{Name: "off", Kind: controllerv1.JobKind_JOB_KIND_COPY, FromAgent: "source", FromRepository: "local", FromJob: "site",
+			ToAgent: "target", ToRepository: "local"}
+		mod(s)
+		return s
+	}
+	createJob(t, c, backup(func(*controllerv1.JobSpec) {}))
+	for _, tc := range []struct {
+		spec *controllerv1.JobSpec
+		want string
+	}{
+		{cp(func(s *controllerv1.JobSpec) { s.Schedule = "every tuesday" }), "neither an interval nor a cron expression"},
+		{cp(func(s *controllerv1.JobSpec) { s.Schedule = "30s" }), "shorter than the minimum 1m"},
+		{cp(func(s *controllerv1.JobSpec) { s.Mode = "eventually" }), "use immediate or periodic"},
+		{cp(func(s *controllerv1.JobSpec) { s.Mode, s.Schedule = "immediate", "1h" }), "drop --schedule"},
+		{cp(func(s *controllerv1.JobSpec) { s.Retain = 1 }), "keep at least 2 points"},
+		{cp(func(s *controllerv1.JobSpec) { s.HealthCheck = "0 99 * * *" }), "--health-check"},
+	} {
+		_, err := c.CreateJob(ctx, &controllerv1.CreateJobRequest{Spec: tc.spec})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v; want %q", tc.spec, err, tc.want)
+		}
+	}
+	if _, err := c.GetJob(ctx, &controllerv1.GetJobRequest{Name: "off"}); err == nil {
+		t.Fatal("a refused job was stored")
+	}
+}
