@@ -47,7 +47,9 @@ bandwidth = "100Mbit"
 
 # WAN mode: a global cache of blocks already at this site, so sources send
 # only what it lacks. Put it on the same fast disk as the repository if you
-# can.
+# can. Without this block, WAN-mode copy jobs still run but dedupe only
+# against the chain's previous point. The cache's key is wancache.key in
+# state_dir; losing it only empties the cache.
 wan_cache {
   path = "/var/cache/ferry/wan"
   size = "100GiB"

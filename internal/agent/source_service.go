@@ -208,6 +208,9 @@ func (s *Source) copy(req *sourcev1.CopyRequest, stream sourcev1.SourceService_C
 	if err != nil {
 		return nil, err
 	}
+	if req.Wan && sess != nil {
+		return nil, fmt.Errorf("%w: a WAN copy is sealed by the target; its request carries no session key", errBadRequest)
+	}
 	kt, err := keyTable(req.KeyTable)
 	if err != nil {
 		return nil, err
@@ -232,6 +235,9 @@ func (s *Source) copy(req *sourcev1.CopyRequest, stream sourcev1.SourceService_C
 		return nil, fmt.Errorf("connect to target agent at %s: %w", req.TargetAddress, err)
 	}
 	defer conn.Close()
+	if req.Wan {
+		return s.copyWAN(ctx, req, stream, r, spec, targetv1.NewTargetServiceClient(conn))
+	}
 	var done atomic.Int64
 	spec.Progress = func(n int64) { done.Store(n) }
 	stop := s.progress(&done, 0, func(e *sourcev1.SessionEvent) error { return stream.Send(&sourcev1.CopyResponse{Event: e}) })

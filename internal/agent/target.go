@@ -21,6 +21,7 @@ import (
 	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
 	"github.com/ferrybackup/ferry/internal/grant"
 	"github.com/ferrybackup/ferry/internal/keyring"
+	"github.com/ferrybackup/ferry/internal/keys"
 	"github.com/ferrybackup/ferry/internal/pki"
 	"github.com/ferrybackup/ferry/internal/repo"
 	"github.com/ferrybackup/ferry/internal/telemetry"
@@ -57,6 +58,10 @@ type Target struct {
 	DurabilityInterval int64
 	// Metrics counts sessions and bytes (nil: none).
 	Metrics *telemetry.Metrics
+	// WANCache is the WAN global cache shared by every WAN session (nil:
+	// none). Set before serving.
+	WANCache transfer.BlockCache
+	wan      map[string]*wanKey // keys of WAN sessions, by session id
 }
 
 // NewTarget makes the service. grantKeys are the controller keys whose
@@ -171,6 +176,18 @@ func (t *Target) transfer(stream targetv1.TargetService_TransferServer) error {
 	if g.SourceAgent != id.Name {
 		return fmt.Errorf("%w: the grant of session %s is for source agent %q, not %q", grant.ErrInvalid, g.SessionId, g.SourceAgent, id.Name)
 	}
+	if open.Wan != g.Wan {
+		return fmt.Errorf("%w: a transfer in WAN mode needs a WAN grant and the other way round (session %s)", grant.ErrInvalid, g.SessionId)
+	}
+	var (
+		wanSess   *keys.Session
+		wanPrefix uint32
+	)
+	if g.Wan {
+		if wanSess, wanPrefix, err = t.wanAttempt(g, open.Grant); err != nil {
+			return err
+		}
+	}
 	r, err := t.repo(g.Repository)
 	if err != nil {
 		return err
@@ -223,6 +240,10 @@ func (t *Target) transfer(stream targetv1.TargetService_TransferServer) error {
 	if err := stream.Send(&targetv1.TransferResponse{Msg: &targetv1.TransferResponse_Accepted{Accepted: &targetv1.TransferAccepted{
 		FileId: g.FileId, ResumeFrom: uint64(resumeFrom)}}}); err != nil {
 		park = true
+		return err
+	}
+	if g.Wan {
+		committed, park, err = t.receiveWAN(stream, rc, g, wanSess, wanPrefix, log)
 		return err
 	}
 	// Receiving (TLS, framing, unmarshalling) runs on its own goroutine so

@@ -80,16 +80,24 @@ func (sl *sealer) seal(obj, block uint64, plain, out []byte, counter uint64) (fo
 			rh.Compression = format.CompressionZstd
 		}
 	}
+	return sealStored(sl.session, sl.backupID, sl.prefix, rh, stored, out, counter)
+}
+
+// sealStored finishes the record of a block in its stored form (rh has
+// object, block, plain length and compression): it seals stored into out
+// under s with the nonce (prefix, counter), or, without a session, returns
+// stored as the payload.
+func sealStored(s *keys.Session, backupID format.ID, prefix uint32, rh format.RecordHeader, stored, out []byte, counter uint64) (format.RecordHeader, []byte) {
 	rh.StoredLen = uint32(len(stored))
-	if sl.session == nil {
+	if s == nil {
 		rh.SealedLen = rh.StoredLen
 		return rh, stored
 	}
-	rh.KeyID = sl.session.ID()
-	rh.Nonce = format.Nonce(sl.prefix, counter)
+	rh.KeyID = s.ID()
+	rh.Nonce = format.Nonce(prefix, counter)
 	rh.SealedLen = rh.StoredLen + format.TagSize
 	var aad [64]byte
-	payload := sl.session.Data().Seal(out[:0], rh.Nonce[:], stored, format.RecordAAD(aad[:0], sl.backupID, &rh))
+	payload := s.Data().Seal(out[:0], rh.Nonce[:], stored, format.RecordAAD(aad[:0], backupID, &rh))
 	return rh, payload
 }
 

@@ -177,6 +177,9 @@ func (f *fakeController) ListSessions(_ context.Context, r *controllerv1.ListSes
 
 func (f *fakeController) GetSession(_ context.Context, r *controllerv1.GetSessionRequest) (*controllerv1.GetSessionResponse, error) {
 	f.record(r)
+	if r.Id == "wan1" {
+		return &controllerv1.GetSessionResponse{Session: fakeWANSession()}, nil
+	}
 	if r.Id == "s1" {
 		// What "vanishes" ended up as.
 		return &controllerv1.GetSessionResponse{Session: fakeSession("s1", controllerv1.SessionResult_SESSION_RESULT_SUCCESS, 10<<20)}, nil

@@ -33,15 +33,16 @@ type jobFlags struct {
 	level                             int
 	schedule, mode, healthCheck       string
 	retain, retainDays                int
+	wan                               bool
 }
 
 // The flags of each kind of job. UpdateJobRequest.fields carries these
 // names for the flags a user set.
 var (
 	backupOnlyFlags = []string{"agent", "repo", "path", "block-size", "compression", "compression-level"}
-	copyOnlyFlags   = []string{"from", "to", "source-password-file", "source-kms-key", "mode", "retain", "retain-days", "health-check"}
+	copyOnlyFlags   = []string{"from", "to", "source-password-file", "source-kms-key", "mode", "retain", "retain-days", "health-check", "wan"}
 	updateFlags     = []string{"agent", "repo", "path", "from", "to", "encryption", "password-file", "password-hint", "kms-key", "kms-key-type", "source-password-file", "source-kms-key", "block-size", "compression", "compression-level",
-		"schedule", "mode", "retain", "retain-days", "health-check"}
+		"schedule", "mode", "retain", "retain-days", "health-check", "wan"}
 )
 
 func (j *jobFlags) register(c *cobra.Command, create bool) {
@@ -69,6 +70,8 @@ func (j *jobFlags) register(c *cobra.Command, create bool) {
 	f.IntVar(&j.retain, "retain", 0, "copy jobs: restore points to keep at the target; older ones are merged into the full there, without any key (0 = all)")
 	f.IntVar(&j.retainDays, "retain-days", 0, "copy jobs: keep the points of this many days (0 = all; with --retain, both must allow a point to drop it)")
 	f.StringVar(&j.healthCheck, "health-check", "", "copy jobs: when to check the latest point at the target (interval or cron): keyless each time, a full verify weekly")
+	f.BoolVar(&j.wan, "wan", false, "copy jobs: WAN-accelerator mode: the source sends block digests, only the blocks the target's WAN cache lacks travel (compressed), "+
+		"and the target encrypts: the controller hands the session key to the target, not the source (--wan=false turns it off)")
 }
 
 // spec builds the JobSpec from the flags for which set is true: all of
@@ -122,6 +125,9 @@ func (j *jobFlags) spec(name string, set func(string) bool, create bool) (*contr
 		s.CompressionLevel = int32(j.level)
 	}
 	s.Schedule, s.Mode, s.HealthCheck = j.schedule, j.mode, j.healthCheck
+	if set("wan") {
+		s.Wan = j.wan
+	}
 	if j.retain < 0 || j.retainDays < 0 {
 		return nil, usagef("--retain and --retain-days cannot be negative")
 	}
@@ -231,7 +237,13 @@ into its repository --repo:
 
 A copy job (--kind copy) copies the restore points of a backup job to a
 repository on a target agent:
-  create NAME --kind copy --from AGENT:REPO/BACKUPJOB --to AGENT:REPO
+  create NAME --kind copy --from AGENT:REPO/BACKUPJOB --to AGENT:REPO [--wan]
+
+--wan runs a copy job in WAN-accelerator mode: the source sends the digests
+of the blocks, the target answers which ones its WAN cache (shared by every
+job and source agent) lacks, only those travel, compressed, and the target
+encrypts them. In this mode the controller hands the session key to the
+target agent instead of the source agent.
 
 Both kinds take [--encryption none|password] [--password-file F]
 [--password-hint H]. --password-file turns password encryption on. The
@@ -463,6 +475,9 @@ func newJobShowCmd(e *env) *cobra.Command {
 				row("retain days", fmt.Sprintf("%d days", v.RetainDays))
 			}
 			row("health check", v.HealthCheck)
+			if v.WAN {
+				row("wan", "on (the target encrypts; only blocks its WAN cache lacks are sent)")
+			}
 			row("created", tableTime(v.Created))
 			row("last session", orDash(v.LastSession))
 			row("last result", orDash(v.LastResult))

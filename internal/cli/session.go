@@ -103,6 +103,21 @@ func newSessionShowCmd(e *env) *cobra.Command {
 			row("bytes written", "%s (%d)", humanBytes(v.BytesWritten), v.BytesWritten)
 			row("records", "%d", v.Records)
 			row("speed", "%s", formatRate(v.MBPerSecond))
+			if w := v.WAN; w != nil {
+				row("wan blocks", "%d (%s of plaintext)", w.Blocks, humanBytes(w.PlainBytes))
+				row("wan cache hits", "%d blocks, %s", w.CacheHitBlocks, humanBytes(w.CacheHitBytes))
+				if w.BlocksSent > 0 {
+					row("wan blocks sent", "%d blocks, %s of plaintext as %s (compression %.2fx)", w.BlocksSent, humanBytes(w.BlockPlainBytesSent), humanBytes(w.BlockBytesSent), w.CompressionRatio)
+				} else {
+					row("wan blocks sent", "none")
+				}
+				if w.BlocksRefetched > 0 {
+					row("wan refetched", "%d blocks (cache entries gone or damaged)", w.BlocksRefetched)
+				}
+				row("wan wire sent", "%s (%d; digests %s, blocks %s)", humanBytes(w.WireBytesSent), w.WireBytesSent, humanBytes(w.DigestBytesSent), humanBytes(w.BlockBytesSent))
+				row("wan wire received", "%s (%d)", humanBytes(w.WireBytesReceived), w.WireBytesReceived)
+				row("effective speed", "%s of plaintext", formatRate(w.EffectiveMBPerSecond))
+			}
 			if p := v.Point; p != nil {
 				row("point", "%s (%s, sequence %d of chain %s)", p.ID, orDash(p.Kind), p.Sequence, shortID(p.Chain))
 				row("encryption", "%s", pointEncryption(p.lsPoint))

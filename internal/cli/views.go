@@ -48,6 +48,7 @@ type jobView struct {
 	Retain           int32      `json:"retain,omitempty"`
 	RetainDays       int32      `json:"retain_days,omitempty"`
 	HealthCheck      string     `json:"health_check,omitempty"`
+	WAN              bool       `json:"wan,omitempty"`
 	Created          *time.Time `json:"created,omitempty"`
 	LastSession      string     `json:"last_session,omitempty"`
 	LastResult       string     `json:"last_result,omitempty"`
@@ -70,6 +71,47 @@ type sessionView struct {
 	MBPerSecond     float64       `json:"mb_per_second"`
 	Point           *sessionPoint `json:"point,omitempty"`
 	Notes           []string      `json:"notes,omitempty"`
+	// WAN is what a WAN-mode session negotiated and moved.
+	WAN *wanView `json:"wan,omitempty"`
+}
+
+// wanView are the counters of a WAN-mode session (common.v1.SessionStats)
+// with the ratios they give.
+type wanView struct {
+	WireBytesSent       int64 `json:"wire_bytes_sent"`
+	WireBytesReceived   int64 `json:"wire_bytes_received"`
+	DigestBytesSent     int64 `json:"digest_bytes_sent"`
+	BlockBytesSent      int64 `json:"block_bytes_sent"`
+	Blocks              int64 `json:"blocks"`
+	PlainBytes          int64 `json:"plain_bytes"`
+	BlocksSent          int64 `json:"blocks_sent"`
+	BlockPlainBytesSent int64 `json:"block_plain_bytes_sent"`
+	CacheHitBlocks      int64 `json:"cache_hit_blocks"`
+	CacheHitBytes       int64 `json:"cache_hit_bytes"`
+	BlocksRefetched     int64 `json:"blocks_refetched"`
+	// CompressionRatio is the plaintext of the blocks sent over their
+	// bytes on the wire (0 when none were sent).
+	CompressionRatio float64 `json:"compression_ratio"`
+	// EffectiveMBPerSecond is the plaintext of the new file's blocks per
+	// second of the session, in decimal MB/s.
+	EffectiveMBPerSecond float64 `json:"effective_mb_per_second"`
+}
+
+func newWANView(st *commonv1.SessionStats, d time.Duration) *wanView {
+	if st.GetBlocks() == 0 && st.GetWireBytesSent() == 0 {
+		return nil
+	}
+	w := &wanView{
+		WireBytesSent: st.GetWireBytesSent(), WireBytesReceived: st.GetWireBytesReceived(),
+		DigestBytesSent: st.GetDigestBytesSent(), BlockBytesSent: st.GetBlockBytesSent(),
+		Blocks: st.GetBlocks(), PlainBytes: st.GetPlainBytes(), BlocksSent: st.GetBlocksSent(), BlockPlainBytesSent: st.GetBlockPlainBytesSent(),
+		CacheHitBlocks: st.GetCacheHitBlocks(), CacheHitBytes: st.GetCacheHitBytes(), BlocksRefetched: st.GetBlocksRefetched(),
+	}
+	if w.BlockBytesSent > 0 {
+		w.CompressionRatio = float64(w.BlockPlainBytesSent) / float64(w.BlockBytesSent)
+	}
+	w.EffectiveMBPerSecond = mbPerSecond(w.PlainBytes, d)
+	return w
 }
 
 // sessionPoint is the point a session made.
@@ -137,7 +179,7 @@ func newJobView(j *controllerv1.Job) jobView {
 		Encryption: encryptionWord(s.GetEncryption()), PasswordHint: s.GetPasswordHint(),
 		BlockSize: s.GetBlockSize(), Compression: compressionWord(s.GetCompression()), CompressionLevel: s.GetCompressionLevel(),
 		LastSession: j.GetLastSession(), LastResult: resultWord(j.GetLastResult()),
-		Schedule: s.GetSchedule(), Mode: s.GetMode(), Retain: s.GetRetain(), RetainDays: s.GetRetainDays(), HealthCheck: s.GetHealthCheck(),
+		Schedule: s.GetSchedule(), Mode: s.GetMode(), Retain: s.GetRetain(), RetainDays: s.GetRetainDays(), HealthCheck: s.GetHealthCheck(), WAN: s.GetWan(),
 	}
 	if j.GetCreatedUnix() != 0 {
 		t := time.Unix(j.GetCreatedUnix(), 0).UTC()
@@ -254,6 +296,7 @@ func newSessionView(s *controllerv1.Session) sessionView {
 	d := sessionDuration(s, time.Now())
 	v.DurationSeconds = d.Seconds()
 	v.MBPerSecond = mbPerSecond(v.BytesRead, d)
+	v.WAN = newWANView(st, d)
 	if p := s.GetPoint(); p != nil && len(p.GetFileId()) > 0 {
 		v.Point = &sessionPoint{Chain: hex.EncodeToString(p.GetChainId()), lsPoint: newPointView(p)}
 	}

@@ -75,6 +75,7 @@ func jobProto(j catalog.Job, last *catalog.Session) *controllerv1.Job {
 		spec.Compression = commonv1.Compression_COMPRESSION_NONE
 	}
 	spec.Schedule, spec.Mode, spec.Retain, spec.RetainDays, spec.HealthCheck = j.Schedule, j.Mode, int32(j.Retain), int32(j.RetainDays), j.HealthCheck
+	spec.Wan = j.WAN
 	out := &controllerv1.Job{Spec: spec, CreatedUnix: j.CreatedAt.Unix()}
 	if last != nil {
 		out.LastSession = last.ID
@@ -124,6 +125,9 @@ func applySpec(j *catalog.Job, spec *controllerv1.JobSpec, fields []string) (new
 	}
 	if set("source-kms-key") {
 		j.SourceKMSKey = spec.SourceKmsKey
+	}
+	if set("wan") {
+		j.WAN = spec.Wan
 	}
 	if set("schedule") {
 		j.Schedule = spec.Schedule
@@ -229,6 +233,9 @@ func (s *Server) checkJob(ctx context.Context, j *catalog.Job) error {
 	}
 	if err := checkRunning(j); err != nil {
 		return err
+	}
+	if j.WAN && j.Kind != kindCopy {
+		return invalidf("--wan is for copy jobs: WAN mode changes how a copy travels to its target")
 	}
 	switch j.Kind {
 	case kindBackup:

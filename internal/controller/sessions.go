@@ -67,6 +67,9 @@ func (ls *liveSession) progress(st *commonv1.SessionStats, total int64) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	ls.sess.BytesRead, ls.sess.BytesSent, ls.sess.BytesWritten, ls.sess.Records = st.BytesRead, st.BytesSent, st.BytesWritten, st.Records
+	if w := wanStats(st); w != nil {
+		ls.sess.WAN = w
+	}
 	if total > 0 {
 		ls.total = total
 	}
@@ -90,6 +93,7 @@ func sessionProto(sess catalog.Session, pt *commonv1.Point) *controllerv1.Sessio
 		end = sess.EndedAt
 	}
 	out.Stats.DurationNanos = int64(end.Sub(sess.StartedAt))
+	fillWANStats(out.Stats, sess.WAN)
 	return out
 }
 
@@ -147,7 +151,11 @@ func (s *Server) RunJob(req *controllerv1.RunJobRequest, stream controllerv1.Con
 
 // start records a new session and runs it in the background.
 func (s *Server) start(j catalog.Job, full bool) (*liveSession, error) {
-	return s.startMode(j, full, "default")
+	mode := "default"
+	if j.Kind == kindCopy && j.WAN {
+		mode = sessWAN
+	}
+	return s.startMode(j, full, mode)
 }
 
 // startMode starts a session in a mode: "default", or a health check.
@@ -614,10 +622,15 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 		return nil, none, err
 	}
 	req.Key, req.KeyTable = protoKey(nk.sess), nk.keyTable
+	if j.WAN {
+		// The target seals a WAN copy: the source gets no key, only the
+		// key table (wrapped secrets), whose key ids the header lists.
+		req.Key, req.Wan = nil, true
+	}
 	g := &targetv1.Grant{
 		SessionId: ls.sess.ID, Job: j.Name, Repository: j.ToRepository, Backup: j.Name, BackupId: backupID,
 		ChainId: req.ChainId, FileId: fileID[:], Sequence: req.Sequence, SourceAgent: src.Name,
-		ExpiresUnix: time.Now().Add(s.o.GrantTTL).Unix(),
+		ExpiresUnix: time.Now().Add(s.o.GrantTTL).Unix(), Wan: j.WAN,
 	}
 	if req.Grant, req.GrantSignature, err = s.signer.Sign(g); err != nil {
 		return nil, none, err
@@ -631,6 +644,11 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 	cancel()
 	if err != nil {
 		return nil, none, agentErr(tgt, "register the controller's grant key", err)
+	}
+	if j.WAN && nk.sess != nil {
+		if err := s.prepareWAN(ctx, tc, tgt, req.Grant, req.GrantSignature, nk.sess); err != nil {
+			return nil, none, err
+		}
 	}
 	ls.mu.Lock()
 	ls.sess.FileID, ls.sess.Sequence, ls.sess.SourceAgent, ls.sess.TargetAgent = fileID[:], req.Sequence, src.Name, tgt.Name
@@ -655,7 +673,9 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 			return nil, none, agentErr(src, "copy", err)
 		}
 		ev := resp.GetEvent()
-		ls.progress(ev.GetStats(), 0)
+		// A WAN copy reports its total (plaintext of the new file's
+		// blocks) once it knows it; default mode reports none.
+		ls.progress(ev.GetStats(), ev.GetTotalBytes())
 		if ev.GetDone() {
 			final = ev
 		}

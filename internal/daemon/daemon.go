@@ -33,6 +33,7 @@ import (
 	"github.com/ferrybackup/ferry/internal/kms"
 	"github.com/ferrybackup/ferry/internal/pki"
 	"github.com/ferrybackup/ferry/internal/repo"
+	"github.com/ferrybackup/ferry/internal/wancache"
 )
 
 // Logger builds the root logger of a daemon.
@@ -234,13 +235,37 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 		if cfg.DurabilityIntervalBytes > 0 {
 			tgt.DurabilityInterval = cfg.DurabilityIntervalBytes
 		}
+		var cache *wancache.Cache
+		if c := cfg.WANCache; c != nil {
+			key, err := wancache.LoadOrCreateKey(cfg.StateDir)
+			if err != nil {
+				return nil, err
+			}
+			if cache, err = wancache.Open(c.Path, c.SizeBytes, key); err != nil {
+				return nil, err
+			}
+			tgt.WANCache = cache
+			st := cache.Stats()
+			log.Info("wan cache open", "path", c.Path, "entries", st.Entries, "bytes", st.Bytes, "max_bytes", st.MaxBytes)
+		}
 		targetv1.RegisterTargetServiceServer(g, tgt)
-		closeTarget = tgt.Close
+		closeTarget = func() error {
+			err := tgt.Close()
+			if cache != nil {
+				if cerr := cache.Close(); err == nil {
+					err = cerr
+				}
+			}
+			return err
+		}
 	default:
 		return nil, fmt.Errorf("unknown agent role %q", cfg.Role)
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		if closeTarget != nil {
+			closeTarget() // releases the WAN cache's lock
+		}
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	s := serve(ln, g, health.NewServer(), cfg.ShutdownTimeoutDuration, log)

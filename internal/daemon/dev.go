@@ -108,6 +108,10 @@ func StartDev(ctx context.Context, dir string, logOut io.Writer, kdf keys.KDFPar
 			LogLevel: devLogLevel(), LogFormat: devLogFormat(), TLS: tlsOf(name), Telemetry: &config.Telemetry{Listen: "127.0.0.1:0"},
 			Repositories: []config.Repository{{Name: "local", Path: filepath.Join(dir, name, "repos", "local")}},
 		}
+		if role == config.RoleTarget {
+			// So that WAN-mode copy jobs (--wan) dedupe in the dev setup too.
+			a.WANCache = &config.WANCache{Path: filepath.Join(dir, name, "wancache"), Size: "1GiB"}
+		}
 		a.ApplyDefaults()
 		return a, a.Validate()
 	}

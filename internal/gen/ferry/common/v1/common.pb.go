@@ -393,8 +393,27 @@ type SessionStats struct {
 	BytesWritten  int64                  `protobuf:"varint,3,opt,name=bytes_written,json=bytesWritten,proto3" json:"bytes_written,omitempty"`
 	Records       int64                  `protobuf:"varint,4,opt,name=records,proto3" json:"records,omitempty"`
 	DurationNanos int64                  `protobuf:"varint,5,opt,name=duration_nanos,json=durationNanos,proto3" json:"duration_nanos,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// WAN mode only (zero in default mode). Wire bytes are the sizes of the
+	// messages on the Transfer stream, each way.
+	WireBytesSent     int64 `protobuf:"varint,6,opt,name=wire_bytes_sent,json=wireBytesSent,proto3" json:"wire_bytes_sent,omitempty"`
+	WireBytesReceived int64 `protobuf:"varint,7,opt,name=wire_bytes_received,json=wireBytesReceived,proto3" json:"wire_bytes_received,omitempty"`
+	// Of wire_bytes_sent: the digest batches, and the blocks' data.
+	DigestBytesSent int64 `protobuf:"varint,8,opt,name=digest_bytes_sent,json=digestBytesSent,proto3" json:"digest_bytes_sent,omitempty"`
+	BlockBytesSent  int64 `protobuf:"varint,9,opt,name=block_bytes_sent,json=blockBytesSent,proto3" json:"block_bytes_sent,omitempty"`
+	// Blocks of the new file and their plaintext bytes.
+	Blocks     int64 `protobuf:"varint,10,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	PlainBytes int64 `protobuf:"varint,11,opt,name=plain_bytes,json=plainBytes,proto3" json:"plain_bytes,omitempty"`
+	// Blocks the source sent (refetches included) and their plaintext
+	// bytes: plain over block_bytes_sent is the compression on the wire.
+	BlocksSent          int64 `protobuf:"varint,12,opt,name=blocks_sent,json=blocksSent,proto3" json:"blocks_sent,omitempty"`
+	BlockPlainBytesSent int64 `protobuf:"varint,13,opt,name=block_plain_bytes_sent,json=blockPlainBytesSent,proto3" json:"block_plain_bytes_sent,omitempty"`
+	// Blocks the target took from its WAN cache, and their plaintext bytes.
+	CacheHitBlocks int64 `protobuf:"varint,14,opt,name=cache_hit_blocks,json=cacheHitBlocks,proto3" json:"cache_hit_blocks,omitempty"`
+	CacheHitBytes  int64 `protobuf:"varint,15,opt,name=cache_hit_bytes,json=cacheHitBytes,proto3" json:"cache_hit_bytes,omitempty"`
+	// Blocks the target had to ask for again (cache entry gone or damaged).
+	BlocksRefetched int64 `protobuf:"varint,16,opt,name=blocks_refetched,json=blocksRefetched,proto3" json:"blocks_refetched,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SessionStats) Reset() {
@@ -458,6 +477,83 @@ func (x *SessionStats) GetRecords() int64 {
 func (x *SessionStats) GetDurationNanos() int64 {
 	if x != nil {
 		return x.DurationNanos
+	}
+	return 0
+}
+
+func (x *SessionStats) GetWireBytesSent() int64 {
+	if x != nil {
+		return x.WireBytesSent
+	}
+	return 0
+}
+
+func (x *SessionStats) GetWireBytesReceived() int64 {
+	if x != nil {
+		return x.WireBytesReceived
+	}
+	return 0
+}
+
+func (x *SessionStats) GetDigestBytesSent() int64 {
+	if x != nil {
+		return x.DigestBytesSent
+	}
+	return 0
+}
+
+func (x *SessionStats) GetBlockBytesSent() int64 {
+	if x != nil {
+		return x.BlockBytesSent
+	}
+	return 0
+}
+
+func (x *SessionStats) GetBlocks() int64 {
+	if x != nil {
+		return x.Blocks
+	}
+	return 0
+}
+
+func (x *SessionStats) GetPlainBytes() int64 {
+	if x != nil {
+		return x.PlainBytes
+	}
+	return 0
+}
+
+func (x *SessionStats) GetBlocksSent() int64 {
+	if x != nil {
+		return x.BlocksSent
+	}
+	return 0
+}
+
+func (x *SessionStats) GetBlockPlainBytesSent() int64 {
+	if x != nil {
+		return x.BlockPlainBytesSent
+	}
+	return 0
+}
+
+func (x *SessionStats) GetCacheHitBlocks() int64 {
+	if x != nil {
+		return x.CacheHitBlocks
+	}
+	return 0
+}
+
+func (x *SessionStats) GetCacheHitBytes() int64 {
+	if x != nil {
+		return x.CacheHitBytes
+	}
+	return 0
+}
+
+func (x *SessionStats) GetBlocksRefetched() int64 {
+	if x != nil {
+		return x.BlocksRefetched
 	}
 	return 0
 }
@@ -543,7 +639,7 @@ const file_ferry_common_v1_common_proto_rawDesc = "" +
 	"\n" +
 	"SessionKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\fR\x05keyId\x12\x16\n" +
-	"\x06secret\x18\x02 \x01(\fR\x06secret\"\xb2\x01\n" +
+	"\x06secret\x18\x02 \x01(\fR\x06secret\"\xec\x04\n" +
 	"\fSessionStats\x12\x1d\n" +
 	"\n" +
 	"bytes_read\x18\x01 \x01(\x03R\tbytesRead\x12\x1d\n" +
@@ -551,7 +647,21 @@ const file_ferry_common_v1_common_proto_rawDesc = "" +
 	"bytes_sent\x18\x02 \x01(\x03R\tbytesSent\x12#\n" +
 	"\rbytes_written\x18\x03 \x01(\x03R\fbytesWritten\x12\x18\n" +
 	"\arecords\x18\x04 \x01(\x03R\arecords\x12%\n" +
-	"\x0eduration_nanos\x18\x05 \x01(\x03R\rdurationNanos\"D\n" +
+	"\x0eduration_nanos\x18\x05 \x01(\x03R\rdurationNanos\x12&\n" +
+	"\x0fwire_bytes_sent\x18\x06 \x01(\x03R\rwireBytesSent\x12.\n" +
+	"\x13wire_bytes_received\x18\a \x01(\x03R\x11wireBytesReceived\x12*\n" +
+	"\x11digest_bytes_sent\x18\b \x01(\x03R\x0fdigestBytesSent\x12(\n" +
+	"\x10block_bytes_sent\x18\t \x01(\x03R\x0eblockBytesSent\x12\x16\n" +
+	"\x06blocks\x18\n" +
+	" \x01(\x03R\x06blocks\x12\x1f\n" +
+	"\vplain_bytes\x18\v \x01(\x03R\n" +
+	"plainBytes\x12\x1f\n" +
+	"\vblocks_sent\x18\f \x01(\x03R\n" +
+	"blocksSent\x123\n" +
+	"\x16block_plain_bytes_sent\x18\r \x01(\x03R\x13blockPlainBytesSent\x12(\n" +
+	"\x10cache_hit_blocks\x18\x0e \x01(\x03R\x0ecacheHitBlocks\x12&\n" +
+	"\x0fcache_hit_bytes\x18\x0f \x01(\x03R\rcacheHitBytes\x12)\n" +
+	"\x10blocks_refetched\x18\x10 \x01(\x03R\x0fblocksRefetched\"D\n" +
 	"\fFileKeyTable\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\fR\x06fileId\x12\x1b\n" +
 	"\tkey_table\x18\x02 \x01(\fR\bkeyTable*\x82\x01\n" +

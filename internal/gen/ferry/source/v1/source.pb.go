@@ -204,7 +204,11 @@ type CopyRequest struct {
 	Grant          []byte `protobuf:"bytes,16,opt,name=grant,proto3" json:"grant,omitempty"`
 	GrantSignature []byte `protobuf:"bytes,17,opt,name=grant_signature,json=grantSignature,proto3" json:"grant_signature,omitempty"`
 	// The job the session belongs to, for the agent's log lines.
-	Job           string `protobuf:"bytes,18,opt,name=job,proto3" json:"job,omitempty"`
+	Job string `protobuf:"bytes,18,opt,name=job,proto3" json:"job,omitempty"`
+	// WAN mode: negotiate digests with the target, which seals the file;
+	// key is then empty (the source never gets the copy's session secret)
+	// and key_table names the key ids the header lists.
+	Wan           bool `protobuf:"varint,19,opt,name=wan,proto3" json:"wan,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -363,6 +367,13 @@ func (x *CopyRequest) GetJob() string {
 		return x.Job
 	}
 	return ""
+}
+
+func (x *CopyRequest) GetWan() bool {
+	if x != nil {
+		return x.Wan
+	}
+	return false
 }
 
 // BackupResponse and CopyResponse each wrap a SessionEvent: one message
@@ -557,7 +568,7 @@ const file_ferry_source_v1_source_proto_rawDesc = "" +
 	"\tnew_chain\x18\v \x01(\bR\bnewChain\x12\x17\n" +
 	"\afile_id\x18\f \x01(\fR\x06fileId\x12+\n" +
 	"\x11allow_unencrypted\x18\r \x01(\bR\x10allowUnencrypted\x12\x10\n" +
-	"\x03job\x18\x0e \x01(\tR\x03job\"\xd4\x04\n" +
+	"\x03job\x18\x0e \x01(\tR\x03job\"\xe6\x04\n" +
 	"\vCopyRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1e\n" +
@@ -581,7 +592,8 @@ const file_ferry_source_v1_source_proto_rawDesc = "" +
 	"\x0etarget_address\x18\x0f \x01(\tR\rtargetAddress\x12\x14\n" +
 	"\x05grant\x18\x10 \x01(\fR\x05grant\x12'\n" +
 	"\x0fgrant_signature\x18\x11 \x01(\fR\x0egrantSignature\x12\x10\n" +
-	"\x03job\x18\x12 \x01(\tR\x03job\"E\n" +
+	"\x03job\x18\x12 \x01(\tR\x03job\x12\x10\n" +
+	"\x03wan\x18\x13 \x01(\bR\x03wan\"E\n" +
 	"\x0eBackupResponse\x123\n" +
 	"\x05event\x18\x01 \x01(\v2\x1d.ferry.source.v1.SessionEventR\x05event\"C\n" +
 	"\fCopyResponse\x123\n" +

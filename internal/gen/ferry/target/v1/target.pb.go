@@ -29,6 +29,8 @@ type TransferRequest struct {
 	//	*TransferRequest_Open
 	//	*TransferRequest_Records
 	//	*TransferRequest_Finish
+	//	*TransferRequest_Digests
+	//	*TransferRequest_Block
 	Msg           isTransferRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -98,6 +100,24 @@ func (x *TransferRequest) GetFinish() *TransferFinish {
 	return nil
 }
 
+func (x *TransferRequest) GetDigests() *WanDigestBatch {
+	if x != nil {
+		if x, ok := x.Msg.(*TransferRequest_Digests); ok {
+			return x.Digests
+		}
+	}
+	return nil
+}
+
+func (x *TransferRequest) GetBlock() *WanBlock {
+	if x != nil {
+		if x, ok := x.Msg.(*TransferRequest_Block); ok {
+			return x.Block
+		}
+	}
+	return nil
+}
+
 type isTransferRequest_Msg interface {
 	isTransferRequest_Msg()
 }
@@ -114,11 +134,24 @@ type TransferRequest_Finish struct {
 	Finish *TransferFinish `protobuf:"bytes,3,opt,name=finish,proto3,oneof"`
 }
 
+type TransferRequest_Digests struct {
+	// WAN mode only.
+	Digests *WanDigestBatch `protobuf:"bytes,4,opt,name=digests,proto3,oneof"`
+}
+
+type TransferRequest_Block struct {
+	Block *WanBlock `protobuf:"bytes,5,opt,name=block,proto3,oneof"`
+}
+
 func (*TransferRequest_Open) isTransferRequest_Msg() {}
 
 func (*TransferRequest_Records) isTransferRequest_Msg() {}
 
 func (*TransferRequest_Finish) isTransferRequest_Msg() {}
+
+func (*TransferRequest_Digests) isTransferRequest_Msg() {}
+
+func (*TransferRequest_Block) isTransferRequest_Msg() {}
 
 // TransferOpen starts a file. header and key_table are the file's exact
 // bytes (plaintext; the key table holds only wrapped secrets).
@@ -131,7 +164,11 @@ type TransferOpen struct {
 	KeyTable       []byte `protobuf:"bytes,4,opt,name=key_table,json=keyTable,proto3" json:"key_table,omitempty"`
 	// resume asks to continue a transfer of the same session that was cut
 	// off; the target answers with how many records it holds durably.
-	Resume        bool `protobuf:"varint,5,opt,name=resume,proto3" json:"resume,omitempty"`
+	Resume bool `protobuf:"varint,5,opt,name=resume,proto3" json:"resume,omitempty"`
+	// wan starts a WAN-mode transfer (the grant must say wan too): instead of
+	// records the source sends block digests and the blocks the target
+	// lacks, and the target seals the records itself.
+	Wan           bool `protobuf:"varint,6,opt,name=wan,proto3" json:"wan,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -197,6 +234,13 @@ func (x *TransferOpen) GetKeyTable() []byte {
 func (x *TransferOpen) GetResume() bool {
 	if x != nil {
 		return x.Resume
+	}
+	return false
+}
+
+func (x *TransferOpen) GetWan() bool {
+	if x != nil {
+		return x.Wan
 	}
 	return false
 }
@@ -301,10 +345,14 @@ func (x *Record) GetPayload() []byte {
 
 // TransferFinish ends a file: its catalog section and the SHA-256 over
 // every byte the stream carried for the file, in file order.
+// In WAN mode, catalog is empty and catalog_plain holds the catalog's
+// plaintext, which the target seals; trailer_hash is then the WAN trailer
+// (see internal/transfer).
 type TransferFinish struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Catalog       []byte                 `protobuf:"bytes,1,opt,name=catalog,proto3" json:"catalog,omitempty"`
 	TrailerHash   []byte                 `protobuf:"bytes,2,opt,name=trailer_hash,json=trailerHash,proto3" json:"trailer_hash,omitempty"`
+	CatalogPlain  []byte                 `protobuf:"bytes,3,opt,name=catalog_plain,json=catalogPlain,proto3" json:"catalog_plain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -353,6 +401,199 @@ func (x *TransferFinish) GetTrailerHash() []byte {
 	return nil
 }
 
+func (x *TransferFinish) GetCatalogPlain() []byte {
+	if x != nil {
+		return x.CatalogPlain
+	}
+	return nil
+}
+
+// WanDigestBatch announces the next blocks of the file, in file order:
+// entries first .. first+len(blocks)-1 of the transfer.
+type WanDigestBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	First         uint64                 `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	Blocks        []*WanDigest           `protobuf:"bytes,2,rep,name=blocks,proto3" json:"blocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WanDigestBatch) Reset() {
+	*x = WanDigestBatch{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WanDigestBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WanDigestBatch) ProtoMessage() {}
+
+func (x *WanDigestBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WanDigestBatch.ProtoReflect.Descriptor instead.
+func (*WanDigestBatch) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *WanDigestBatch) GetFirst() uint64 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *WanDigestBatch) GetBlocks() []*WanDigest {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
+// WanDigest is one block of the new file: where it goes, the SHA-256 of
+// its plaintext, and the plaintext length.
+type WanDigest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        uint64                 `protobuf:"varint,1,opt,name=object,proto3" json:"object,omitempty"`
+	Block         uint64                 `protobuf:"varint,2,opt,name=block,proto3" json:"block,omitempty"`
+	Digest        []byte                 `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	RawLength     uint32                 `protobuf:"varint,4,opt,name=raw_length,json=rawLength,proto3" json:"raw_length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WanDigest) Reset() {
+	*x = WanDigest{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WanDigest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WanDigest) ProtoMessage() {}
+
+func (x *WanDigest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WanDigest.ProtoReflect.Descriptor instead.
+func (*WanDigest) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *WanDigest) GetObject() uint64 {
+	if x != nil {
+		return x.Object
+	}
+	return 0
+}
+
+func (x *WanDigest) GetBlock() uint64 {
+	if x != nil {
+		return x.Block
+	}
+	return 0
+}
+
+func (x *WanDigest) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *WanDigest) GetRawLength() uint32 {
+	if x != nil {
+		return x.RawLength
+	}
+	return 0
+}
+
+// WanBlock carries the block of entry index that the target asked for,
+// zstd-compressed when compressed is set.
+type WanBlock struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	Compressed    bool                   `protobuf:"varint,3,opt,name=compressed,proto3" json:"compressed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WanBlock) Reset() {
+	*x = WanBlock{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WanBlock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WanBlock) ProtoMessage() {}
+
+func (x *WanBlock) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WanBlock.ProtoReflect.Descriptor instead.
+func (*WanBlock) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *WanBlock) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *WanBlock) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *WanBlock) GetCompressed() bool {
+	if x != nil {
+		return x.Compressed
+	}
+	return false
+}
+
 type TransferResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -360,6 +601,8 @@ type TransferResponse struct {
 	//	*TransferResponse_Accepted
 	//	*TransferResponse_Committed
 	//	*TransferResponse_Ack
+	//	*TransferResponse_Answer
+	//	*TransferResponse_Refetch
 	Msg           isTransferResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -367,7 +610,7 @@ type TransferResponse struct {
 
 func (x *TransferResponse) Reset() {
 	*x = TransferResponse{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[5]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -379,7 +622,7 @@ func (x *TransferResponse) String() string {
 func (*TransferResponse) ProtoMessage() {}
 
 func (x *TransferResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[5]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -392,7 +635,7 @@ func (x *TransferResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferResponse.ProtoReflect.Descriptor instead.
 func (*TransferResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{5}
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TransferResponse) GetMsg() isTransferResponse_Msg {
@@ -429,6 +672,24 @@ func (x *TransferResponse) GetAck() *TransferAck {
 	return nil
 }
 
+func (x *TransferResponse) GetAnswer() *WanDigestAnswer {
+	if x != nil {
+		if x, ok := x.Msg.(*TransferResponse_Answer); ok {
+			return x.Answer
+		}
+	}
+	return nil
+}
+
+func (x *TransferResponse) GetRefetch() *WanRefetch {
+	if x != nil {
+		if x, ok := x.Msg.(*TransferResponse_Refetch); ok {
+			return x.Refetch
+		}
+	}
+	return nil
+}
+
 type isTransferResponse_Msg interface {
 	isTransferResponse_Msg()
 }
@@ -445,11 +706,125 @@ type TransferResponse_Ack struct {
 	Ack *TransferAck `protobuf:"bytes,3,opt,name=ack,proto3,oneof"`
 }
 
+type TransferResponse_Answer struct {
+	// WAN mode only.
+	Answer *WanDigestAnswer `protobuf:"bytes,4,opt,name=answer,proto3,oneof"`
+}
+
+type TransferResponse_Refetch struct {
+	Refetch *WanRefetch `protobuf:"bytes,5,opt,name=refetch,proto3,oneof"`
+}
+
 func (*TransferResponse_Accepted) isTransferResponse_Msg() {}
 
 func (*TransferResponse_Committed) isTransferResponse_Msg() {}
 
 func (*TransferResponse_Ack) isTransferResponse_Msg() {}
+
+func (*TransferResponse_Answer) isTransferResponse_Msg() {}
+
+func (*TransferResponse_Refetch) isTransferResponse_Msg() {}
+
+// WanDigestAnswer answers the digest batch starting at entry first: send[i]
+// says whether the source must send entry first+i (false: the target has
+// the block in its WAN cache).
+type WanDigestAnswer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	First         uint64                 `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	Send          []bool                 `protobuf:"varint,2,rep,packed,name=send,proto3" json:"send,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WanDigestAnswer) Reset() {
+	*x = WanDigestAnswer{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WanDigestAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WanDigestAnswer) ProtoMessage() {}
+
+func (x *WanDigestAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WanDigestAnswer.ProtoReflect.Descriptor instead.
+func (*WanDigestAnswer) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *WanDigestAnswer) GetFirst() uint64 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *WanDigestAnswer) GetSend() []bool {
+	if x != nil {
+		return x.Send
+	}
+	return nil
+}
+
+// WanRefetch asks for the block of an entry the target answered it had,
+// but could not read back (evicted or damaged in its cache meanwhile).
+type WanRefetch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WanRefetch) Reset() {
+	*x = WanRefetch{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WanRefetch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WanRefetch) ProtoMessage() {}
+
+func (x *WanRefetch) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WanRefetch.ProtoReflect.Descriptor instead.
+func (*WanRefetch) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *WanRefetch) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
 
 type TransferAccepted struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -463,7 +838,7 @@ type TransferAccepted struct {
 
 func (x *TransferAccepted) Reset() {
 	*x = TransferAccepted{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[6]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +850,7 @@ func (x *TransferAccepted) String() string {
 func (*TransferAccepted) ProtoMessage() {}
 
 func (x *TransferAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[6]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +863,7 @@ func (x *TransferAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferAccepted.ProtoReflect.Descriptor instead.
 func (*TransferAccepted) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{6}
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TransferAccepted) GetFileId() []byte {
@@ -515,7 +890,7 @@ type TransferAck struct {
 
 func (x *TransferAck) Reset() {
 	*x = TransferAck{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[7]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +902,7 @@ func (x *TransferAck) String() string {
 func (*TransferAck) ProtoMessage() {}
 
 func (x *TransferAck) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[7]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +915,7 @@ func (x *TransferAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferAck.ProtoReflect.Descriptor instead.
 func (*TransferAck) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{7}
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TransferAck) GetRecords() uint64 {
@@ -561,7 +936,7 @@ type TransferCommitted struct {
 
 func (x *TransferCommitted) Reset() {
 	*x = TransferCommitted{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[8]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +948,7 @@ func (x *TransferCommitted) String() string {
 func (*TransferCommitted) ProtoMessage() {}
 
 func (x *TransferCommitted) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[8]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +961,7 @@ func (x *TransferCommitted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferCommitted.ProtoReflect.Descriptor instead.
 func (*TransferCommitted) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{8}
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TransferCommitted) GetFileId() []byte {
@@ -614,24 +989,27 @@ func (x *TransferCommitted) GetStats() *v1.SessionStats {
 // transfer only with a valid, unexpired grant presented by the named
 // source agent, and only into the named repository, backup and chain.
 type Grant struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Job           string                 `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
-	Repository    string                 `protobuf:"bytes,3,opt,name=repository,proto3" json:"repository,omitempty"`
-	Backup        string                 `protobuf:"bytes,4,opt,name=backup,proto3" json:"backup,omitempty"`
-	BackupId      []byte                 `protobuf:"bytes,5,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
-	ChainId       []byte                 `protobuf:"bytes,6,opt,name=chain_id,json=chainId,proto3" json:"chain_id,omitempty"`
-	FileId        []byte                 `protobuf:"bytes,7,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
-	Sequence      uint32                 `protobuf:"varint,8,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	SourceAgent   string                 `protobuf:"bytes,9,opt,name=source_agent,json=sourceAgent,proto3" json:"source_agent,omitempty"`
-	ExpiresUnix   int64                  `protobuf:"varint,10,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	SessionId   string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Job         string                 `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	Repository  string                 `protobuf:"bytes,3,opt,name=repository,proto3" json:"repository,omitempty"`
+	Backup      string                 `protobuf:"bytes,4,opt,name=backup,proto3" json:"backup,omitempty"`
+	BackupId    []byte                 `protobuf:"bytes,5,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	ChainId     []byte                 `protobuf:"bytes,6,opt,name=chain_id,json=chainId,proto3" json:"chain_id,omitempty"`
+	FileId      []byte                 `protobuf:"bytes,7,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Sequence    uint32                 `protobuf:"varint,8,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	SourceAgent string                 `protobuf:"bytes,9,opt,name=source_agent,json=sourceAgent,proto3" json:"source_agent,omitempty"`
+	ExpiresUnix int64                  `protobuf:"varint,10,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
+	// wan says the session runs in WAN mode: the target seals the file with
+	// the session key the controller handed it (PrepareWanSession).
+	Wan           bool `protobuf:"varint,11,opt,name=wan,proto3" json:"wan,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[9]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +1021,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[9]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +1034,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{9}
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Grant) GetSessionId() string {
@@ -729,6 +1107,13 @@ func (x *Grant) GetExpiresUnix() int64 {
 	return 0
 }
 
+func (x *Grant) GetWan() bool {
+	if x != nil {
+		return x.Wan
+	}
+	return false
+}
+
 type RegisterControllerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Ed25519 public key, 32 bytes.
@@ -739,7 +1124,7 @@ type RegisterControllerRequest struct {
 
 func (x *RegisterControllerRequest) Reset() {
 	*x = RegisterControllerRequest{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[10]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +1136,7 @@ func (x *RegisterControllerRequest) String() string {
 func (*RegisterControllerRequest) ProtoMessage() {}
 
 func (x *RegisterControllerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[10]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +1149,7 @@ func (x *RegisterControllerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterControllerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterControllerRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{10}
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RegisterControllerRequest) GetGrantPublicKey() []byte {
@@ -782,7 +1167,7 @@ type RegisterControllerResponse struct {
 
 func (x *RegisterControllerResponse) Reset() {
 	*x = RegisterControllerResponse{}
-	mi := &file_ferry_target_v1_target_proto_msgTypes[11]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +1179,7 @@ func (x *RegisterControllerResponse) String() string {
 func (*RegisterControllerResponse) ProtoMessage() {}
 
 func (x *RegisterControllerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_target_v1_target_proto_msgTypes[11]
+	mi := &file_ferry_target_v1_target_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,38 +1192,173 @@ func (x *RegisterControllerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterControllerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterControllerResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{11}
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{16}
+}
+
+type PrepareWanSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session's grant and signature, as the source will present them.
+	Grant          []byte `protobuf:"bytes,1,opt,name=grant,proto3" json:"grant,omitempty"`
+	GrantSignature []byte `protobuf:"bytes,2,opt,name=grant_signature,json=grantSignature,proto3" json:"grant_signature,omitempty"`
+	// The session key (absent for an unencrypted copy).
+	Key           *v1.SessionKey `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareWanSessionRequest) Reset() {
+	*x = PrepareWanSessionRequest{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareWanSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareWanSessionRequest) ProtoMessage() {}
+
+func (x *PrepareWanSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareWanSessionRequest.ProtoReflect.Descriptor instead.
+func (*PrepareWanSessionRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PrepareWanSessionRequest) GetGrant() []byte {
+	if x != nil {
+		return x.Grant
+	}
+	return nil
+}
+
+func (x *PrepareWanSessionRequest) GetGrantSignature() []byte {
+	if x != nil {
+		return x.GrantSignature
+	}
+	return nil
+}
+
+func (x *PrepareWanSessionRequest) GetKey() *v1.SessionKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type PrepareWanSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the target has a WAN cache (without one it dedupes only
+	// against the chain's previous point).
+	Cache         bool `protobuf:"varint,1,opt,name=cache,proto3" json:"cache,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareWanSessionResponse) Reset() {
+	*x = PrepareWanSessionResponse{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareWanSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareWanSessionResponse) ProtoMessage() {}
+
+func (x *PrepareWanSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareWanSessionResponse.ProtoReflect.Descriptor instead.
+func (*PrepareWanSessionResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PrepareWanSessionResponse) GetCache() bool {
+	if x != nil {
+		return x.Cache
+	}
+	return false
 }
 
 var File_ferry_target_v1_target_proto protoreflect.FileDescriptor
 
 const file_ferry_target_v1_target_proto_rawDesc = "" +
 	"\n" +
-	"\x1cferry/target/v1/target.proto\x12\x0fferry.target.v1\x1a\x1cferry/common/v1/common.proto\"\xc2\x01\n" +
+	"\x1cferry/target/v1/target.proto\x12\x0fferry.target.v1\x1a\x1cferry/common/v1/common.proto\"\xb2\x02\n" +
 	"\x0fTransferRequest\x123\n" +
 	"\x04open\x18\x01 \x01(\v2\x1d.ferry.target.v1.TransferOpenH\x00R\x04open\x128\n" +
 	"\arecords\x18\x02 \x01(\v2\x1c.ferry.target.v1.RecordChunkH\x00R\arecords\x129\n" +
-	"\x06finish\x18\x03 \x01(\v2\x1f.ferry.target.v1.TransferFinishH\x00R\x06finishB\x05\n" +
-	"\x03msg\"\x9a\x01\n" +
+	"\x06finish\x18\x03 \x01(\v2\x1f.ferry.target.v1.TransferFinishH\x00R\x06finish\x12;\n" +
+	"\adigests\x18\x04 \x01(\v2\x1f.ferry.target.v1.WanDigestBatchH\x00R\adigests\x121\n" +
+	"\x05block\x18\x05 \x01(\v2\x19.ferry.target.v1.WanBlockH\x00R\x05blockB\x05\n" +
+	"\x03msg\"\xac\x01\n" +
 	"\fTransferOpen\x12\x14\n" +
 	"\x05grant\x18\x01 \x01(\fR\x05grant\x12'\n" +
 	"\x0fgrant_signature\x18\x02 \x01(\fR\x0egrantSignature\x12\x16\n" +
 	"\x06header\x18\x03 \x01(\fR\x06header\x12\x1b\n" +
 	"\tkey_table\x18\x04 \x01(\fR\bkeyTable\x12\x16\n" +
-	"\x06resume\x18\x05 \x01(\bR\x06resume\"@\n" +
+	"\x06resume\x18\x05 \x01(\bR\x06resume\x12\x10\n" +
+	"\x03wan\x18\x06 \x01(\bR\x03wan\"@\n" +
 	"\vRecordChunk\x121\n" +
 	"\arecords\x18\x01 \x03(\v2\x17.ferry.target.v1.RecordR\arecords\":\n" +
 	"\x06Record\x12\x16\n" +
 	"\x06header\x18\x01 \x01(\fR\x06header\x12\x18\n" +
-	"\apayload\x18\x02 \x01(\fR\apayload\"M\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\"r\n" +
 	"\x0eTransferFinish\x12\x18\n" +
 	"\acatalog\x18\x01 \x01(\fR\acatalog\x12!\n" +
-	"\ftrailer_hash\x18\x02 \x01(\fR\vtrailerHash\"\xd0\x01\n" +
+	"\ftrailer_hash\x18\x02 \x01(\fR\vtrailerHash\x12#\n" +
+	"\rcatalog_plain\x18\x03 \x01(\fR\fcatalogPlain\"Z\n" +
+	"\x0eWanDigestBatch\x12\x14\n" +
+	"\x05first\x18\x01 \x01(\x04R\x05first\x122\n" +
+	"\x06blocks\x18\x02 \x03(\v2\x1a.ferry.target.v1.WanDigestR\x06blocks\"p\n" +
+	"\tWanDigest\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\x04R\x06object\x12\x14\n" +
+	"\x05block\x18\x02 \x01(\x04R\x05block\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\fR\x06digest\x12\x1d\n" +
+	"\n" +
+	"raw_length\x18\x04 \x01(\rR\trawLength\"T\n" +
+	"\bWanBlock\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1e\n" +
+	"\n" +
+	"compressed\x18\x03 \x01(\bR\n" +
+	"compressed\"\xc5\x02\n" +
 	"\x10TransferResponse\x12?\n" +
 	"\baccepted\x18\x01 \x01(\v2!.ferry.target.v1.TransferAcceptedH\x00R\baccepted\x12B\n" +
 	"\tcommitted\x18\x02 \x01(\v2\".ferry.target.v1.TransferCommittedH\x00R\tcommitted\x120\n" +
-	"\x03ack\x18\x03 \x01(\v2\x1c.ferry.target.v1.TransferAckH\x00R\x03ackB\x05\n" +
-	"\x03msg\"L\n" +
+	"\x03ack\x18\x03 \x01(\v2\x1c.ferry.target.v1.TransferAckH\x00R\x03ack\x12:\n" +
+	"\x06answer\x18\x04 \x01(\v2 .ferry.target.v1.WanDigestAnswerH\x00R\x06answer\x127\n" +
+	"\arefetch\x18\x05 \x01(\v2\x1b.ferry.target.v1.WanRefetchH\x00R\arefetchB\x05\n" +
+	"\x03msg\";\n" +
+	"\x0fWanDigestAnswer\x12\x14\n" +
+	"\x05first\x18\x01 \x01(\x04R\x05first\x12\x12\n" +
+	"\x04send\x18\x02 \x03(\bR\x04send\"\"\n" +
+	"\n" +
+	"WanRefetch\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"L\n" +
 	"\x10TransferAccepted\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\fR\x06fileId\x12\x1f\n" +
 	"\vresume_from\x18\x02 \x01(\x04R\n" +
@@ -848,7 +1368,7 @@ const file_ferry_target_v1_target_proto_rawDesc = "" +
 	"\x11TransferCommitted\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\fR\x06fileId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x123\n" +
-	"\x05stats\x18\x03 \x01(\v2\x1d.ferry.common.v1.SessionStatsR\x05stats\"\xa3\x02\n" +
+	"\x05stats\x18\x03 \x01(\v2\x1d.ferry.common.v1.SessionStatsR\x05stats\"\xb5\x02\n" +
 	"\x05Grant\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x10\n" +
@@ -863,13 +1383,21 @@ const file_ferry_target_v1_target_proto_rawDesc = "" +
 	"\bsequence\x18\b \x01(\rR\bsequence\x12!\n" +
 	"\fsource_agent\x18\t \x01(\tR\vsourceAgent\x12!\n" +
 	"\fexpires_unix\x18\n" +
-	" \x01(\x03R\vexpiresUnix\"E\n" +
+	" \x01(\x03R\vexpiresUnix\x12\x10\n" +
+	"\x03wan\x18\v \x01(\bR\x03wan\"E\n" +
 	"\x19RegisterControllerRequest\x12(\n" +
 	"\x10grant_public_key\x18\x01 \x01(\fR\x0egrantPublicKey\"\x1c\n" +
-	"\x1aRegisterControllerResponse2\xd3\x01\n" +
+	"\x1aRegisterControllerResponse\"\x88\x01\n" +
+	"\x18PrepareWanSessionRequest\x12\x14\n" +
+	"\x05grant\x18\x01 \x01(\fR\x05grant\x12'\n" +
+	"\x0fgrant_signature\x18\x02 \x01(\fR\x0egrantSignature\x12-\n" +
+	"\x03key\x18\x03 \x01(\v2\x1b.ferry.common.v1.SessionKeyR\x03key\"1\n" +
+	"\x19PrepareWanSessionResponse\x12\x14\n" +
+	"\x05cache\x18\x01 \x01(\bR\x05cache2\xbf\x02\n" +
 	"\rTargetService\x12S\n" +
 	"\bTransfer\x12 .ferry.target.v1.TransferRequest\x1a!.ferry.target.v1.TransferResponse(\x010\x01\x12m\n" +
-	"\x12RegisterController\x12*.ferry.target.v1.RegisterControllerRequest\x1a+.ferry.target.v1.RegisterControllerResponseB\xc4\x01\n" +
+	"\x12RegisterController\x12*.ferry.target.v1.RegisterControllerRequest\x1a+.ferry.target.v1.RegisterControllerResponse\x12j\n" +
+	"\x11PrepareWanSession\x12).ferry.target.v1.PrepareWanSessionRequest\x1a*.ferry.target.v1.PrepareWanSessionResponseB\xc4\x01\n" +
 	"\x13com.ferry.target.v1B\vTargetProtoP\x01ZBgithub.com/ferrybackup/ferry/internal/gen/ferry/target/v1;targetv1\xa2\x02\x03FTX\xaa\x02\x0fFerry.Target.V1\xca\x02\x0fFerry\\Target\\V1\xe2\x02\x1bFerry\\Target\\V1\\GPBMetadata\xea\x02\x11Ferry::Target::V1b\x06proto3"
 
 var (
@@ -884,40 +1412,56 @@ func file_ferry_target_v1_target_proto_rawDescGZIP() []byte {
 	return file_ferry_target_v1_target_proto_rawDescData
 }
 
-var file_ferry_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_ferry_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_ferry_target_v1_target_proto_goTypes = []any{
 	(*TransferRequest)(nil),            // 0: ferry.target.v1.TransferRequest
 	(*TransferOpen)(nil),               // 1: ferry.target.v1.TransferOpen
 	(*RecordChunk)(nil),                // 2: ferry.target.v1.RecordChunk
 	(*Record)(nil),                     // 3: ferry.target.v1.Record
 	(*TransferFinish)(nil),             // 4: ferry.target.v1.TransferFinish
-	(*TransferResponse)(nil),           // 5: ferry.target.v1.TransferResponse
-	(*TransferAccepted)(nil),           // 6: ferry.target.v1.TransferAccepted
-	(*TransferAck)(nil),                // 7: ferry.target.v1.TransferAck
-	(*TransferCommitted)(nil),          // 8: ferry.target.v1.TransferCommitted
-	(*Grant)(nil),                      // 9: ferry.target.v1.Grant
-	(*RegisterControllerRequest)(nil),  // 10: ferry.target.v1.RegisterControllerRequest
-	(*RegisterControllerResponse)(nil), // 11: ferry.target.v1.RegisterControllerResponse
-	(*v1.SessionStats)(nil),            // 12: ferry.common.v1.SessionStats
+	(*WanDigestBatch)(nil),             // 5: ferry.target.v1.WanDigestBatch
+	(*WanDigest)(nil),                  // 6: ferry.target.v1.WanDigest
+	(*WanBlock)(nil),                   // 7: ferry.target.v1.WanBlock
+	(*TransferResponse)(nil),           // 8: ferry.target.v1.TransferResponse
+	(*WanDigestAnswer)(nil),            // 9: ferry.target.v1.WanDigestAnswer
+	(*WanRefetch)(nil),                 // 10: ferry.target.v1.WanRefetch
+	(*TransferAccepted)(nil),           // 11: ferry.target.v1.TransferAccepted
+	(*TransferAck)(nil),                // 12: ferry.target.v1.TransferAck
+	(*TransferCommitted)(nil),          // 13: ferry.target.v1.TransferCommitted
+	(*Grant)(nil),                      // 14: ferry.target.v1.Grant
+	(*RegisterControllerRequest)(nil),  // 15: ferry.target.v1.RegisterControllerRequest
+	(*RegisterControllerResponse)(nil), // 16: ferry.target.v1.RegisterControllerResponse
+	(*PrepareWanSessionRequest)(nil),   // 17: ferry.target.v1.PrepareWanSessionRequest
+	(*PrepareWanSessionResponse)(nil),  // 18: ferry.target.v1.PrepareWanSessionResponse
+	(*v1.SessionStats)(nil),            // 19: ferry.common.v1.SessionStats
+	(*v1.SessionKey)(nil),              // 20: ferry.common.v1.SessionKey
 }
 var file_ferry_target_v1_target_proto_depIdxs = []int32{
 	1,  // 0: ferry.target.v1.TransferRequest.open:type_name -> ferry.target.v1.TransferOpen
 	2,  // 1: ferry.target.v1.TransferRequest.records:type_name -> ferry.target.v1.RecordChunk
 	4,  // 2: ferry.target.v1.TransferRequest.finish:type_name -> ferry.target.v1.TransferFinish
-	3,  // 3: ferry.target.v1.RecordChunk.records:type_name -> ferry.target.v1.Record
-	6,  // 4: ferry.target.v1.TransferResponse.accepted:type_name -> ferry.target.v1.TransferAccepted
-	8,  // 5: ferry.target.v1.TransferResponse.committed:type_name -> ferry.target.v1.TransferCommitted
-	7,  // 6: ferry.target.v1.TransferResponse.ack:type_name -> ferry.target.v1.TransferAck
-	12, // 7: ferry.target.v1.TransferCommitted.stats:type_name -> ferry.common.v1.SessionStats
-	0,  // 8: ferry.target.v1.TargetService.Transfer:input_type -> ferry.target.v1.TransferRequest
-	10, // 9: ferry.target.v1.TargetService.RegisterController:input_type -> ferry.target.v1.RegisterControllerRequest
-	5,  // 10: ferry.target.v1.TargetService.Transfer:output_type -> ferry.target.v1.TransferResponse
-	11, // 11: ferry.target.v1.TargetService.RegisterController:output_type -> ferry.target.v1.RegisterControllerResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	5,  // 3: ferry.target.v1.TransferRequest.digests:type_name -> ferry.target.v1.WanDigestBatch
+	7,  // 4: ferry.target.v1.TransferRequest.block:type_name -> ferry.target.v1.WanBlock
+	3,  // 5: ferry.target.v1.RecordChunk.records:type_name -> ferry.target.v1.Record
+	6,  // 6: ferry.target.v1.WanDigestBatch.blocks:type_name -> ferry.target.v1.WanDigest
+	11, // 7: ferry.target.v1.TransferResponse.accepted:type_name -> ferry.target.v1.TransferAccepted
+	13, // 8: ferry.target.v1.TransferResponse.committed:type_name -> ferry.target.v1.TransferCommitted
+	12, // 9: ferry.target.v1.TransferResponse.ack:type_name -> ferry.target.v1.TransferAck
+	9,  // 10: ferry.target.v1.TransferResponse.answer:type_name -> ferry.target.v1.WanDigestAnswer
+	10, // 11: ferry.target.v1.TransferResponse.refetch:type_name -> ferry.target.v1.WanRefetch
+	19, // 12: ferry.target.v1.TransferCommitted.stats:type_name -> ferry.common.v1.SessionStats
+	20, // 13: ferry.target.v1.PrepareWanSessionRequest.key:type_name -> ferry.common.v1.SessionKey
+	0,  // 14: ferry.target.v1.TargetService.Transfer:input_type -> ferry.target.v1.TransferRequest
+	15, // 15: ferry.target.v1.TargetService.RegisterController:input_type -> ferry.target.v1.RegisterControllerRequest
+	17, // 16: ferry.target.v1.TargetService.PrepareWanSession:input_type -> ferry.target.v1.PrepareWanSessionRequest
+	8,  // 17: ferry.target.v1.TargetService.Transfer:output_type -> ferry.target.v1.TransferResponse
+	16, // 18: ferry.target.v1.TargetService.RegisterController:output_type -> ferry.target.v1.RegisterControllerResponse
+	18, // 19: ferry.target.v1.TargetService.PrepareWanSession:output_type -> ferry.target.v1.PrepareWanSessionResponse
+	17, // [17:20] is the sub-list for method output_type
+	14, // [14:17] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_ferry_target_v1_target_proto_init() }
@@ -929,11 +1473,15 @@ func file_ferry_target_v1_target_proto_init() {
 		(*TransferRequest_Open)(nil),
 		(*TransferRequest_Records)(nil),
 		(*TransferRequest_Finish)(nil),
+		(*TransferRequest_Digests)(nil),
+		(*TransferRequest_Block)(nil),
 	}
-	file_ferry_target_v1_target_proto_msgTypes[5].OneofWrappers = []any{
+	file_ferry_target_v1_target_proto_msgTypes[8].OneofWrappers = []any{
 		(*TransferResponse_Accepted)(nil),
 		(*TransferResponse_Committed)(nil),
 		(*TransferResponse_Ack)(nil),
+		(*TransferResponse_Answer)(nil),
+		(*TransferResponse_Refetch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -941,7 +1489,7 @@ func file_ferry_target_v1_target_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_target_v1_target_proto_rawDesc), len(file_ferry_target_v1_target_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

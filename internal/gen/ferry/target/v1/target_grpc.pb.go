@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	TargetService_Transfer_FullMethodName           = "/ferry.target.v1.TargetService/Transfer"
 	TargetService_RegisterController_FullMethodName = "/ferry.target.v1.TargetService/RegisterController"
+	TargetService_PrepareWanSession_FullMethodName  = "/ferry.target.v1.TargetService/PrepareWanSession"
 )
 
 // TargetServiceClient is the client API for TargetService service.
@@ -44,6 +45,12 @@ type TargetServiceClient interface {
 	// the target keeps the key in memory, and the controller registers it
 	// before every copy session.
 	RegisterController(ctx context.Context, in *RegisterControllerRequest, opts ...grpc.CallOption) (*RegisterControllerResponse, error)
+	// PrepareWanSession hands the target the session key of one WAN-mode
+	// session, with that session's grant (which must say wan). Only the
+	// controller may call it. The target keeps the key in memory only, for
+	// that session's transfer, until the transfer commits or the grant
+	// expires; it never writes or logs it.
+	PrepareWanSession(ctx context.Context, in *PrepareWanSessionRequest, opts ...grpc.CallOption) (*PrepareWanSessionResponse, error)
 }
 
 type targetServiceClient struct {
@@ -77,6 +84,16 @@ func (c *targetServiceClient) RegisterController(ctx context.Context, in *Regist
 	return out, nil
 }
 
+func (c *targetServiceClient) PrepareWanSession(ctx context.Context, in *PrepareWanSessionRequest, opts ...grpc.CallOption) (*PrepareWanSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PrepareWanSessionResponse)
+	err := c.cc.Invoke(ctx, TargetService_PrepareWanSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TargetServiceServer is the server API for TargetService service.
 // All implementations must embed UnimplementedTargetServiceServer
 // for forward compatibility.
@@ -98,6 +115,12 @@ type TargetServiceServer interface {
 	// the target keeps the key in memory, and the controller registers it
 	// before every copy session.
 	RegisterController(context.Context, *RegisterControllerRequest) (*RegisterControllerResponse, error)
+	// PrepareWanSession hands the target the session key of one WAN-mode
+	// session, with that session's grant (which must say wan). Only the
+	// controller may call it. The target keeps the key in memory only, for
+	// that session's transfer, until the transfer commits or the grant
+	// expires; it never writes or logs it.
+	PrepareWanSession(context.Context, *PrepareWanSessionRequest) (*PrepareWanSessionResponse, error)
 	mustEmbedUnimplementedTargetServiceServer()
 }
 
@@ -113,6 +136,9 @@ func (UnimplementedTargetServiceServer) Transfer(grpc.BidiStreamingServer[Transf
 }
 func (UnimplementedTargetServiceServer) RegisterController(context.Context, *RegisterControllerRequest) (*RegisterControllerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RegisterController not implemented")
+}
+func (UnimplementedTargetServiceServer) PrepareWanSession(context.Context, *PrepareWanSessionRequest) (*PrepareWanSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PrepareWanSession not implemented")
 }
 func (UnimplementedTargetServiceServer) mustEmbedUnimplementedTargetServiceServer() {}
 func (UnimplementedTargetServiceServer) testEmbeddedByValue()                       {}
@@ -160,6 +186,24 @@ func _TargetService_RegisterController_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TargetService_PrepareWanSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrepareWanSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServiceServer).PrepareWanSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetService_PrepareWanSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServiceServer).PrepareWanSession(ctx, req.(*PrepareWanSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TargetService_ServiceDesc is the grpc.ServiceDesc for TargetService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -170,6 +214,10 @@ var TargetService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RegisterController",
 			Handler:    _TargetService_RegisterController_Handler,
+		},
+		{
+			MethodName: "PrepareWanSession",
+			Handler:    _TargetService_PrepareWanSession_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
