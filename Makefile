@@ -80,6 +80,11 @@ bench: build ## Benchmarks: seal/open, 2 GiB backup and restore, peers (zstd|ope
 	bench/backup-2g.sh
 	bench/copy-2g.sh
 
+.PHONY: bench-wan
+bench-wan: build ## WAN-mode benchmark through a simulated 100 Mbit/s, 50 ms RTT link: new data, day-2 change vs rsync, re-copy from the cache
+	bench/install-peers.sh
+	bench/wan.sh
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
 	@for t in $$($(GO) test -list '^Fuzz' ./internal/format/ | grep ^Fuzz); do \

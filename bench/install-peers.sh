@@ -4,7 +4,8 @@
 # is left alone, and apt-get update runs only when a package is missing, so a
 # second run is quick and needs no network.
 #
-# Debian packages: zstd, openssl, rsync, GNU time (/usr/bin/time).
+# Debian packages: zstd, openssl, rsync, jq (bench/wan.sh reads JSON), GNU time
+# (/usr/bin/time).
 # restic 0.18.1: built from the Go module proxy into $(pwd)/.tools/bin, so it
 # is project-local and not mixed up with a system restic of another version.
 #
@@ -20,6 +21,7 @@ declare -A pkg_for=(
   [zstd]=zstd
   [openssl]=openssl
   [rsync]=rsync
+  [jq]=jq
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
@@ -50,4 +52,4 @@ if [ "$have" != "$want" ]; then
   GOFLAGS= GOBIN="$TOOLS_BIN" go install "github.com/restic/restic/cmd/restic@$RESTIC_VERSION"
 fi
 
-echo "install-peers: ok: $(zstd --version | head -1); $(openssl version); $(rsync --version | head -1); $(/usr/bin/time --version 2>&1 | head -1); $("$TOOLS_BIN/restic" version)" >&2
+echo "install-peers: ok: $(zstd --version | head -1); $(openssl version); $(rsync --version | head -1); $(jq --version); $(/usr/bin/time --version 2>&1 | head -1); $("$TOOLS_BIN/restic" version)" >&2
