@@ -16,12 +16,13 @@ import (
 	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
 	"github.com/ferrybackup/ferry/internal/keys"
 	"github.com/ferrybackup/ferry/internal/pki"
+	"github.com/ferrybackup/ferry/internal/ratelimit"
 	"github.com/ferrybackup/ferry/internal/telemetry"
 )
 
 // Dialer opens a connection to another agent, with this agent's
 // certificate, checking that the peer has the given role.
-type Dialer func(ctx context.Context, addr string, role pki.Role) (*grpc.ClientConn, error)
+type Dialer func(ctx context.Context, addr string, role pki.Role, opts ...grpc.DialOption) (*grpc.ClientConn, error)
 
 // Source is the source agent's SourceService.
 type Source struct {
@@ -35,6 +36,9 @@ type Source struct {
 	slots         *slots
 	// Metrics counts sessions and bytes (nil: none).
 	Metrics *telemetry.Metrics
+	// Bandwidth caps the bytes all of this agent's copies move over their
+	// links to targets, together (nil: no cap).
+	Bandwidth *ratelimit.Limiter
 }
 
 // NewSource makes the service.
@@ -230,7 +234,20 @@ func (s *Source) copy(req *sourcev1.CopyRequest, stream sourcev1.SourceService_C
 		(len(req.ParentId) > 0 && !copyID(&spec.ParentID, req.ParentId)) {
 		return nil, fmt.Errorf("%w: malformed ids", errBadRequest)
 	}
-	conn, err := s.dial(ctx, req.TargetAddress, pki.RoleTarget)
+	// The bytes that cross the link, both ways, count against the job's
+	// limit and the agent's cap.
+	var lims []*ratelimit.Limiter
+	if req.BandwidthBytesPerSec > 0 {
+		lims = append(lims, ratelimit.New(req.BandwidthBytesPerSec))
+	}
+	if s.Bandwidth != nil {
+		lims = append(lims, s.Bandwidth)
+	}
+	var opts []grpc.DialOption
+	if len(lims) > 0 {
+		opts = append(opts, grpc.WithContextDialer(ratelimit.Dialer(lims...)))
+	}
+	conn, err := s.dial(ctx, req.TargetAddress, pki.RoleTarget, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to target agent at %s: %w", req.TargetAddress, err)
 	}

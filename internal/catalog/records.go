@@ -58,6 +58,7 @@ type Job struct {
 	Retain      int    `json:"retain,omitempty"`       // copy jobs: points to keep, 0 = all
 	RetainDays  int    `json:"retain_days,omitempty"`  // copy jobs: days of points to keep, 0 = all
 	HealthCheck string `json:"health_check,omitempty"` // copy jobs: schedule of health checks
+	Bandwidth   string `json:"bandwidth,omitempty"`    // copy jobs: link limit ("50Mbit"), "" = none
 
 	KeyID           string `json:"key_id,omitempty"` // current key record id, "" when none
 	BackupID        []byte `json:"backup_id,omitempty"`

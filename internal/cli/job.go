@@ -32,6 +32,7 @@ type jobFlags struct {
 	blockSize, compression            string
 	level                             int
 	schedule, mode, healthCheck       string
+	bandwidth                         string
 	retain, retainDays                int
 	wan                               bool
 }
@@ -40,9 +41,9 @@ type jobFlags struct {
 // names for the flags a user set.
 var (
 	backupOnlyFlags = []string{"agent", "repo", "path", "block-size", "compression", "compression-level"}
-	copyOnlyFlags   = []string{"from", "to", "source-password-file", "source-kms-key", "mode", "retain", "retain-days", "health-check", "wan"}
+	copyOnlyFlags   = []string{"from", "to", "source-password-file", "source-kms-key", "mode", "retain", "retain-days", "health-check", "wan", "bandwidth"}
 	updateFlags     = []string{"agent", "repo", "path", "from", "to", "encryption", "password-file", "password-hint", "kms-key", "kms-key-type", "source-password-file", "source-kms-key", "block-size", "compression", "compression-level",
-		"schedule", "mode", "retain", "retain-days", "health-check", "wan"}
+		"schedule", "mode", "retain", "retain-days", "health-check", "wan", "bandwidth"}
 )
 
 func (j *jobFlags) register(c *cobra.Command, create bool) {
@@ -69,6 +70,7 @@ func (j *jobFlags) register(c *cobra.Command, create bool) {
 	f.StringVar(&j.mode, "mode", "", "copy jobs: immediate (copy each new source point as it appears, in order) or periodic (the latest point, on --schedule); default periodic")
 	f.IntVar(&j.retain, "retain", 0, "copy jobs: restore points to keep at the target; older ones are merged into the full there, without any key (0 = all)")
 	f.IntVar(&j.retainDays, "retain-days", 0, "copy jobs: keep the points of this many days (0 = all; with --retain, both must allow a point to drop it)")
+	f.StringVar(&j.bandwidth, "bandwidth", "", `copy jobs: the most a session sends over the link, "50Mbit", "10MB/s" or bytes per second ("" or 0: no limit); the source agent's cap applies too`)
 	f.StringVar(&j.healthCheck, "health-check", "", "copy jobs: when to check the latest point at the target (interval or cron): keyless each time, a full verify weekly")
 	f.BoolVar(&j.wan, "wan", false, "copy jobs: WAN-accelerator mode: the source sends block digests, only the blocks the target's WAN cache lacks travel (compressed), "+
 		"and the target encrypts: the controller hands the session key to the target, not the source (--wan=false turns it off)")
@@ -124,7 +126,7 @@ func (j *jobFlags) spec(name string, set func(string) bool, create bool) (*contr
 		}
 		s.CompressionLevel = int32(j.level)
 	}
-	s.Schedule, s.Mode, s.HealthCheck = j.schedule, j.mode, j.healthCheck
+	s.Schedule, s.Mode, s.HealthCheck, s.Bandwidth = j.schedule, j.mode, j.healthCheck, j.bandwidth
 	if set("wan") {
 		s.Wan = j.wan
 	}
@@ -475,6 +477,7 @@ func newJobShowCmd(e *env) *cobra.Command {
 				row("retain days", fmt.Sprintf("%d days", v.RetainDays))
 			}
 			row("health check", v.HealthCheck)
+			row("bandwidth", v.Bandwidth)
 			if v.WAN {
 				row("wan", "on (the target encrypts; only blocks its WAN cache lacks are sent)")
 			}

@@ -48,6 +48,7 @@ type jobView struct {
 	Retain           int32      `json:"retain,omitempty"`
 	RetainDays       int32      `json:"retain_days,omitempty"`
 	HealthCheck      string     `json:"health_check,omitempty"`
+	Bandwidth        string     `json:"bandwidth,omitempty"`
 	WAN              bool       `json:"wan,omitempty"`
 	Created          *time.Time `json:"created,omitempty"`
 	LastSession      string     `json:"last_session,omitempty"`
@@ -179,7 +180,7 @@ func newJobView(j *controllerv1.Job) jobView {
 		Encryption: encryptionWord(s.GetEncryption()), PasswordHint: s.GetPasswordHint(),
 		BlockSize: s.GetBlockSize(), Compression: compressionWord(s.GetCompression()), CompressionLevel: s.GetCompressionLevel(),
 		LastSession: j.GetLastSession(), LastResult: resultWord(j.GetLastResult()),
-		Schedule: s.GetSchedule(), Mode: s.GetMode(), Retain: s.GetRetain(), RetainDays: s.GetRetainDays(), HealthCheck: s.GetHealthCheck(), WAN: s.GetWan(),
+		Schedule: s.GetSchedule(), Mode: s.GetMode(), Retain: s.GetRetain(), RetainDays: s.GetRetainDays(), HealthCheck: s.GetHealthCheck(), WAN: s.GetWan(), Bandwidth: s.GetBandwidth(),
 	}
 	if j.GetCreatedUnix() != 0 {
 		t := time.Unix(j.GetCreatedUnix(), 0).UTC()

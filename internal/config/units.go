@@ -49,6 +49,10 @@ func parseSize(s string) (int64, error) {
 	return n, nil
 }
 
+// ParseRate reads a bandwidth as the configuration files take it (agent
+// bandwidth, a copy job's --bandwidth): see parseRate.
+func ParseRate(s string) (int64, error) { return parseRate(s) }
+
 // parseRate reads a bandwidth such as "50Mbit", "10MB/s", "512KiB/s" or a
 // plain number of bytes per second, and returns bytes per second.
 func parseRate(s string) (int64, error) {

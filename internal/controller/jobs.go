@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"github.com/ferrybackup/ferry/internal/config"
 	"github.com/ferrybackup/ferry/internal/schedule"
 	"slices"
 	"time"
@@ -30,6 +31,13 @@ const (
 	sessHealthKeyless = "health-check keyless"
 	sessHealthFull    = "health-check full"
 )
+
+// bandwidthOf is a job's link limit in bytes per second (0: none); the
+// value was checked when the job was stored.
+func bandwidthOf(j catalog.Job) int64 {
+	n, _ := config.ParseRate(j.Bandwidth)
+	return n
+}
 
 func isHealthCheck(sess catalog.Session) bool {
 	return sess.Mode == sessHealthKeyless || sess.Mode == sessHealthFull
@@ -75,6 +83,7 @@ func jobProto(j catalog.Job, last *catalog.Session) *controllerv1.Job {
 		spec.Compression = commonv1.Compression_COMPRESSION_NONE
 	}
 	spec.Schedule, spec.Mode, spec.Retain, spec.RetainDays, spec.HealthCheck = j.Schedule, j.Mode, int32(j.Retain), int32(j.RetainDays), j.HealthCheck
+	spec.Bandwidth = j.Bandwidth
 	spec.Wan = j.WAN
 	out := &controllerv1.Job{Spec: spec, CreatedUnix: j.CreatedAt.Unix()}
 	if last != nil {
@@ -144,6 +153,9 @@ func applySpec(j *catalog.Job, spec *controllerv1.JobSpec, fields []string) (new
 	if set("health-check") {
 		j.HealthCheck = spec.HealthCheck
 	}
+	if set("bandwidth") {
+		j.Bandwidth = spec.Bandwidth
+	}
 	newPassword = len(spec.Password) > 0 && set("password-file")
 	if set("encryption") || set("password-file") || set("kms-key") {
 		enc, err := encryptionName(spec.Encryption, newPassword)
@@ -174,6 +186,8 @@ func checkRunning(j *catalog.Job) error {
 			return invalidf("--retain and --retain-days are for copy jobs")
 		case j.HealthCheck != "":
 			return invalidf("--health-check is for copy jobs")
+		case j.Bandwidth != "":
+			return invalidf("--bandwidth is for copy jobs: it limits what crosses the link to the target")
 		}
 		return nil
 	}
@@ -197,6 +211,11 @@ func checkRunning(j *catalog.Job) error {
 	if j.HealthCheck != "" {
 		if _, err := schedule.Parse(j.HealthCheck); err != nil {
 			return invalidf("--health-check: %v", err)
+		}
+	}
+	if j.Bandwidth != "" {
+		if _, err := config.ParseRate(j.Bandwidth); err != nil {
+			return invalidf("--bandwidth: %v", err)
 		}
 	}
 	return nil

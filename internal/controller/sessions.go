@@ -608,7 +608,7 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 		backupID = id[:]
 	}
 	req := &sourcev1.CopyRequest{
-		SessionId: ls.sess.ID, Job: j.Name, Repository: j.FromRepository, Backup: j.FromJob, PointId: p.FileID,
+		SessionId: ls.sess.ID, Job: j.Name, Repository: j.FromRepository, Backup: j.FromJob, PointId: p.FileID, BandwidthBytesPerSec: bandwidthOf(j),
 		SourceKeys: srcKeys, FileId: fileID[:], BackupId: backupID, TargetBackup: j.Name, TargetAddress: tgt.Address,
 	}
 	if incremental {

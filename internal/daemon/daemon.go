@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/ferrybackup/ferry/internal/ratelimit"
 	"github.com/ferrybackup/ferry/internal/telemetry"
 	"io"
 	"io/fs"
@@ -209,15 +210,18 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 	var closeTarget func() error
 	switch cfg.Role {
 	case config.RoleSource:
-		dial := func(ctx context.Context, addr string, role pki.Role) (*grpc.ClientConn, error) {
+		dial := func(ctx context.Context, addr string, role pki.Role, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 			ctls, err := pki.ClientConfig(cert, roots, role)
 			if err != nil {
 				return nil, err
 			}
-			return grpc.NewClient(addr, append(agent.DialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(ctls)))...)
+			return grpc.NewClient(addr, append(append(agent.DialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(ctls))), opts...)...)
 		}
 		src := agent.NewSource(cfg.Name, repos, dial, log)
 		src.Metrics = metrics
+		if cfg.BandwidthBytesPerSec > 0 {
+			src.Bandwidth = ratelimit.New(cfg.BandwidthBytesPerSec)
+		}
 		src.SetMaxSessions(cfg.MaxSessions)
 		sourcev1.RegisterSourceServiceServer(g, src)
 	case config.RoleTarget:
@@ -267,6 +271,10 @@ func StartAgent(cfg *config.Agent, logOut io.Writer) (*Server, error) {
 			closeTarget() // releases the WAN cache's lock
 		}
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	if cfg.Role == config.RoleTarget && cfg.BandwidthBytesPerSec > 0 {
+		// A target's cap: every byte its sessions receive and send.
+		ln = ratelimit.Listener(ln, ratelimit.New(cfg.BandwidthBytesPerSec))
 	}
 	s := serve(ln, g, health.NewServer(), cfg.ShutdownTimeoutDuration, log)
 	if closeTarget != nil {

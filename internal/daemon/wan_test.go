@@ -78,12 +78,12 @@ func startRecordingSource(t *testing.T, env *DevEnv, c controllerv1.ControllerSe
 		t.Fatal(err)
 	}
 	repos := []*agent.Repository{{Name: "local", Repo: r}}
-	dial := func(ctx context.Context, addr string, role pki.Role) (*grpc.ClientConn, error) {
+	dial := func(ctx context.Context, addr string, role pki.Role, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 		ctls, err := pki.ClientConfig(cert, roots, role)
 		if err != nil {
 			return nil, err
 		}
-		return grpc.NewClient(addr, append(agent.DialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(ctls)))...)
+		return grpc.NewClient(addr, append(append(agent.DialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(ctls))), opts...)...)
 	}
 	stls, err := pki.ServerConfig(cert, roots, pki.RoleController)
 	if err != nil {

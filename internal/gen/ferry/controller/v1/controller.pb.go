@@ -452,7 +452,11 @@ type JobSpec struct {
 	// target answers which blocks its global cache lacks, the source sends
 	// only those (compressed), and the target encrypts and commits: the
 	// controller hands the session key to the target instead of the source.
-	Wan           bool `protobuf:"varint,40,opt,name=wan,proto3" json:"wan,omitempty"`
+	Wan bool `protobuf:"varint,40,opt,name=wan,proto3" json:"wan,omitempty"`
+	// Copy jobs: the most the session may send over the link, as the agent
+	// configuration's bandwidth takes it ("50Mbit", "10MB/s"); empty or "0"
+	// is unlimited. The source agent's own cap applies as well.
+	Bandwidth     string `protobuf:"bytes,41,opt,name=bandwidth,proto3" json:"bandwidth,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -667,6 +671,13 @@ func (x *JobSpec) GetWan() bool {
 		return x.Wan
 	}
 	return false
+}
+
+func (x *JobSpec) GetBandwidth() string {
+	if x != nil {
+		return x.Bandwidth
+	}
+	return ""
 }
 
 // Job is a job as the controller reports it.
@@ -2560,7 +2571,7 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x05agent\x18\x01 \x01(\v2\x1a.ferry.controller.v1.AgentR\x05agent\"\x13\n" +
 	"\x11ListAgentsRequest\"H\n" +
 	"\x12ListAgentsResponse\x122\n" +
-	"\x06agents\x18\x01 \x03(\v2\x1a.ferry.controller.v1.AgentR\x06agents\"\xf2\x06\n" +
+	"\x06agents\x18\x01 \x03(\v2\x1a.ferry.controller.v1.AgentR\x06agents\"\x90\a\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1c.ferry.controller.v1.JobKindR\x04kind\x12\x14\n" +
@@ -2596,7 +2607,8 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\vretain_days\x18! \x01(\x05R\n" +
 	"retainDays\x12!\n" +
 	"\fhealth_check\x18\" \x01(\tR\vhealthCheck\x12\x10\n" +
-	"\x03wan\x18( \x01(\bR\x03wan\"\xc2\x01\n" +
+	"\x03wan\x18( \x01(\bR\x03wan\x12\x1c\n" +
+	"\tbandwidth\x18) \x01(\tR\tbandwidth\"\xc2\x01\n" +
 	"\x03Job\x120\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1c.ferry.controller.v1.JobSpecR\x04spec\x12!\n" +
 	"\fcreated_unix\x18\x02 \x01(\x03R\vcreatedUnix\x12!\n" +

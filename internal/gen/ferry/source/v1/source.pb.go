@@ -208,9 +208,12 @@ type CopyRequest struct {
 	// WAN mode: negotiate digests with the target, which seals the file;
 	// key is then empty (the source never gets the copy's session secret)
 	// and key_table names the key ids the header lists.
-	Wan           bool `protobuf:"varint,19,opt,name=wan,proto3" json:"wan,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Wan bool `protobuf:"varint,19,opt,name=wan,proto3" json:"wan,omitempty"`
+	// The job's bandwidth limit on the link to the target, bytes per second
+	// (0: none); the agent's own cap applies as well.
+	BandwidthBytesPerSec int64 `protobuf:"varint,20,opt,name=bandwidth_bytes_per_sec,json=bandwidthBytesPerSec,proto3" json:"bandwidth_bytes_per_sec,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *CopyRequest) Reset() {
@@ -374,6 +377,13 @@ func (x *CopyRequest) GetWan() bool {
 		return x.Wan
 	}
 	return false
+}
+
+func (x *CopyRequest) GetBandwidthBytesPerSec() int64 {
+	if x != nil {
+		return x.BandwidthBytesPerSec
+	}
+	return 0
 }
 
 // BackupResponse and CopyResponse each wrap a SessionEvent: one message
@@ -568,7 +578,7 @@ const file_ferry_source_v1_source_proto_rawDesc = "" +
 	"\tnew_chain\x18\v \x01(\bR\bnewChain\x12\x17\n" +
 	"\afile_id\x18\f \x01(\fR\x06fileId\x12+\n" +
 	"\x11allow_unencrypted\x18\r \x01(\bR\x10allowUnencrypted\x12\x10\n" +
-	"\x03job\x18\x0e \x01(\tR\x03job\"\xe6\x04\n" +
+	"\x03job\x18\x0e \x01(\tR\x03job\"\x9d\x05\n" +
 	"\vCopyRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1e\n" +
@@ -593,7 +603,8 @@ const file_ferry_source_v1_source_proto_rawDesc = "" +
 	"\x05grant\x18\x10 \x01(\fR\x05grant\x12'\n" +
 	"\x0fgrant_signature\x18\x11 \x01(\fR\x0egrantSignature\x12\x10\n" +
 	"\x03job\x18\x12 \x01(\tR\x03job\x12\x10\n" +
-	"\x03wan\x18\x13 \x01(\bR\x03wan\"E\n" +
+	"\x03wan\x18\x13 \x01(\bR\x03wan\x125\n" +
+	"\x17bandwidth_bytes_per_sec\x18\x14 \x01(\x03R\x14bandwidthBytesPerSec\"E\n" +
 	"\x0eBackupResponse\x123\n" +
 	"\x05event\x18\x01 \x01(\v2\x1d.ferry.source.v1.SessionEventR\x05event\"C\n" +
 	"\fCopyResponse\x123\n" +
