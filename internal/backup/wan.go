@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"crypto/rand"
 	"fmt"
 	"runtime"
 	"slices"
@@ -241,4 +242,19 @@ func SealCatalogPlain(plain []byte, h *format.Header, s *keys.Session, prefix ui
 		return format.SealCatalog(plain, h, keys.KeyID{}, nil, 0), cat, nil
 	}
 	return format.SealCatalog(plain, h, s.ID(), s.Meta(), prefix), cat, nil
+}
+
+// OpenBlocks opens point (empty: the latest) of a backup to read the stored
+// form of each of its blocks, as a WAN copy reads them, for warming a WAN
+// cache (`controller wan seed`). kr opens an encrypted backup.
+func OpenBlocks(r *repo.Repo, backup, point string, kr *keyring.Keyring) (*WANCopy, error) {
+	// The "new file" of a WAN copy is not written here; its header only
+	// needs to be well formed.
+	spec := CopySpec{Point: point, SourceKeys: kr, Sequence: 1, BackupName: backup}
+	for _, id := range []*format.ID{&spec.FileID, &spec.BackupID, &spec.ChainID} {
+		if _, err := rand.Read(id[:]); err != nil {
+			return nil, err
+		}
+	}
+	return OpenWAN(r, backup, spec)
 }

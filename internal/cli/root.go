@@ -103,6 +103,7 @@ func newRoot(e *env) *cobra.Command {
 	root.AddCommand(newRestoreCmd(e))
 	root.AddCommand(newVerifyCmd(e))
 	root.AddCommand(newStatusCmd(e))
+	root.AddCommand(newWANCmd(e))
 	return root
 }
 

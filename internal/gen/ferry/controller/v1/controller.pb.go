@@ -2556,6 +2556,151 @@ func (x *WatchSessionResponse) GetTotalBytes() int64 {
 	return 0
 }
 
+type SeedWanCacheRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Target string                 `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	Job    string                 `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	// The point whose blocks to cache (empty: the job's latest).
+	PointId       []byte `protobuf:"bytes,3,opt,name=point_id,json=pointId,proto3" json:"point_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeedWanCacheRequest) Reset() {
+	*x = SeedWanCacheRequest{}
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeedWanCacheRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeedWanCacheRequest) ProtoMessage() {}
+
+func (x *SeedWanCacheRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeedWanCacheRequest.ProtoReflect.Descriptor instead.
+func (*SeedWanCacheRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_controller_v1_controller_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *SeedWanCacheRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *SeedWanCacheRequest) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *SeedWanCacheRequest) GetPointId() []byte {
+	if x != nil {
+		return x.PointId
+	}
+	return nil
+}
+
+type SeedWanCacheResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PointId       []byte                 `protobuf:"bytes,1,opt,name=point_id,json=pointId,proto3" json:"point_id,omitempty"`
+	Blocks        int64                  `protobuf:"varint,2,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	Already       int64                  `protobuf:"varint,3,opt,name=already,proto3" json:"already,omitempty"`
+	Added         int64                  `protobuf:"varint,4,opt,name=added,proto3" json:"added,omitempty"`
+	AddedBytes    int64                  `protobuf:"varint,5,opt,name=added_bytes,json=addedBytes,proto3" json:"added_bytes,omitempty"`
+	DurationNanos int64                  `protobuf:"varint,6,opt,name=duration_nanos,json=durationNanos,proto3" json:"duration_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeedWanCacheResponse) Reset() {
+	*x = SeedWanCacheResponse{}
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeedWanCacheResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeedWanCacheResponse) ProtoMessage() {}
+
+func (x *SeedWanCacheResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_controller_v1_controller_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeedWanCacheResponse.ProtoReflect.Descriptor instead.
+func (*SeedWanCacheResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_controller_v1_controller_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *SeedWanCacheResponse) GetPointId() []byte {
+	if x != nil {
+		return x.PointId
+	}
+	return nil
+}
+
+func (x *SeedWanCacheResponse) GetBlocks() int64 {
+	if x != nil {
+		return x.Blocks
+	}
+	return 0
+}
+
+func (x *SeedWanCacheResponse) GetAlready() int64 {
+	if x != nil {
+		return x.Already
+	}
+	return 0
+}
+
+func (x *SeedWanCacheResponse) GetAdded() int64 {
+	if x != nil {
+		return x.Added
+	}
+	return 0
+}
+
+func (x *SeedWanCacheResponse) GetAddedBytes() int64 {
+	if x != nil {
+		return x.AddedBytes
+	}
+	return 0
+}
+
+func (x *SeedWanCacheResponse) GetDurationNanos() int64 {
+	if x != nil {
+		return x.DurationNanos
+	}
+	return 0
+}
+
 var File_ferry_controller_v1_controller_proto protoreflect.FileDescriptor
 
 const file_ferry_controller_v1_controller_proto_rawDesc = "" +
@@ -2724,7 +2869,19 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x14WatchSessionResponse\x126\n" +
 	"\asession\x18\x01 \x01(\v2\x1c.ferry.controller.v1.SessionR\asession\x12\x1f\n" +
 	"\vtotal_bytes\x18\x02 \x01(\x03R\n" +
-	"totalBytes*U\n" +
+	"totalBytes\"Z\n" +
+	"\x13SeedWanCacheRequest\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\x12\x10\n" +
+	"\x03job\x18\x02 \x01(\tR\x03job\x12\x19\n" +
+	"\bpoint_id\x18\x03 \x01(\fR\apointId\"\xc1\x01\n" +
+	"\x14SeedWanCacheResponse\x12\x19\n" +
+	"\bpoint_id\x18\x01 \x01(\fR\apointId\x12\x16\n" +
+	"\x06blocks\x18\x02 \x01(\x03R\x06blocks\x12\x18\n" +
+	"\aalready\x18\x03 \x01(\x03R\aalready\x12\x14\n" +
+	"\x05added\x18\x04 \x01(\x03R\x05added\x12\x1f\n" +
+	"\vadded_bytes\x18\x05 \x01(\x03R\n" +
+	"addedBytes\x12%\n" +
+	"\x0eduration_nanos\x18\x06 \x01(\x03R\rdurationNanos*U\n" +
 	"\tAgentRole\x12\x1a\n" +
 	"\x16AGENT_ROLE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11AGENT_ROLE_SOURCE\x10\x01\x12\x15\n" +
@@ -2737,7 +2894,7 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x1aSESSION_RESULT_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SESSION_RESULT_RUNNING\x10\x01\x12\x1a\n" +
 	"\x16SESSION_RESULT_SUCCESS\x10\x02\x12\x19\n" +
-	"\x15SESSION_RESULT_FAILED\x10\x032\xaa\f\n" +
+	"\x15SESSION_RESULT_FAILED\x10\x032\x8f\r\n" +
 	"\x11ControllerService\x12W\n" +
 	"\bAddAgent\x12$.ferry.controller.v1.AddAgentRequest\x1a%.ferry.controller.v1.AddAgentResponse\x12]\n" +
 	"\n" +
@@ -2759,7 +2916,8 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\n" +
 	"RewrapKeys\x12&.ferry.controller.v1.RewrapKeysRequest\x1a'.ferry.controller.v1.RewrapKeysResponse\x12Z\n" +
 	"\tGetStatus\x12%.ferry.controller.v1.GetStatusRequest\x1a&.ferry.controller.v1.GetStatusResponse\x12e\n" +
-	"\fWatchSession\x12(.ferry.controller.v1.WatchSessionRequest\x1a).ferry.controller.v1.WatchSessionResponse0\x01B\xe4\x01\n" +
+	"\fWatchSession\x12(.ferry.controller.v1.WatchSessionRequest\x1a).ferry.controller.v1.WatchSessionResponse0\x01\x12c\n" +
+	"\fSeedWanCache\x12(.ferry.controller.v1.SeedWanCacheRequest\x1a).ferry.controller.v1.SeedWanCacheResponseB\xe4\x01\n" +
 	"\x17com.ferry.controller.v1B\x0fControllerProtoP\x01ZJgithub.com/ferrybackup/ferry/internal/gen/ferry/controller/v1;controllerv1\xa2\x02\x03FCX\xaa\x02\x13Ferry.Controller.V1\xca\x02\x13Ferry\\Controller\\V1\xe2\x02\x1fFerry\\Controller\\V1\\GPBMetadata\xea\x02\x15Ferry::Controller::V1b\x06proto3"
 
 var (
@@ -2775,7 +2933,7 @@ func file_ferry_controller_v1_controller_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_controller_v1_controller_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ferry_controller_v1_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_ferry_controller_v1_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_ferry_controller_v1_controller_proto_goTypes = []any{
 	(AgentRole)(0),               // 0: ferry.controller.v1.AgentRole
 	(JobKind)(0),                 // 1: ferry.controller.v1.JobKind
@@ -2821,10 +2979,12 @@ var file_ferry_controller_v1_controller_proto_goTypes = []any{
 	(*RunningSession)(nil),       // 41: ferry.controller.v1.RunningSession
 	(*WatchSessionRequest)(nil),  // 42: ferry.controller.v1.WatchSessionRequest
 	(*WatchSessionResponse)(nil), // 43: ferry.controller.v1.WatchSessionResponse
-	(v1.EncryptionMode)(0),       // 44: ferry.common.v1.EncryptionMode
-	(v1.Compression)(0),          // 45: ferry.common.v1.Compression
-	(*v1.SessionStats)(nil),      // 46: ferry.common.v1.SessionStats
-	(*v1.Point)(nil),             // 47: ferry.common.v1.Point
+	(*SeedWanCacheRequest)(nil),  // 44: ferry.controller.v1.SeedWanCacheRequest
+	(*SeedWanCacheResponse)(nil), // 45: ferry.controller.v1.SeedWanCacheResponse
+	(v1.EncryptionMode)(0),       // 46: ferry.common.v1.EncryptionMode
+	(v1.Compression)(0),          // 47: ferry.common.v1.Compression
+	(*v1.SessionStats)(nil),      // 48: ferry.common.v1.SessionStats
+	(*v1.Point)(nil),             // 49: ferry.common.v1.Point
 }
 var file_ferry_controller_v1_controller_proto_depIdxs = []int32{
 	0,  // 0: ferry.controller.v1.Agent.role:type_name -> ferry.controller.v1.AgentRole
@@ -2832,8 +2992,8 @@ var file_ferry_controller_v1_controller_proto_depIdxs = []int32{
 	3,  // 2: ferry.controller.v1.AddAgentResponse.agent:type_name -> ferry.controller.v1.Agent
 	3,  // 3: ferry.controller.v1.ListAgentsResponse.agents:type_name -> ferry.controller.v1.Agent
 	1,  // 4: ferry.controller.v1.JobSpec.kind:type_name -> ferry.controller.v1.JobKind
-	44, // 5: ferry.controller.v1.JobSpec.encryption:type_name -> ferry.common.v1.EncryptionMode
-	45, // 6: ferry.controller.v1.JobSpec.compression:type_name -> ferry.common.v1.Compression
+	46, // 5: ferry.controller.v1.JobSpec.encryption:type_name -> ferry.common.v1.EncryptionMode
+	47, // 6: ferry.controller.v1.JobSpec.compression:type_name -> ferry.common.v1.Compression
 	8,  // 7: ferry.controller.v1.Job.spec:type_name -> ferry.controller.v1.JobSpec
 	2,  // 8: ferry.controller.v1.Job.last_result:type_name -> ferry.controller.v1.SessionResult
 	8,  // 9: ferry.controller.v1.CreateJobRequest.spec:type_name -> ferry.controller.v1.JobSpec
@@ -2845,11 +3005,11 @@ var file_ferry_controller_v1_controller_proto_depIdxs = []int32{
 	22, // 15: ferry.controller.v1.RunJobResponse.session:type_name -> ferry.controller.v1.Session
 	1,  // 16: ferry.controller.v1.Session.kind:type_name -> ferry.controller.v1.JobKind
 	2,  // 17: ferry.controller.v1.Session.result:type_name -> ferry.controller.v1.SessionResult
-	46, // 18: ferry.controller.v1.Session.stats:type_name -> ferry.common.v1.SessionStats
-	47, // 19: ferry.controller.v1.Session.point:type_name -> ferry.common.v1.Point
+	48, // 18: ferry.controller.v1.Session.stats:type_name -> ferry.common.v1.SessionStats
+	49, // 19: ferry.controller.v1.Session.point:type_name -> ferry.common.v1.Point
 	22, // 20: ferry.controller.v1.ListSessionsResponse.sessions:type_name -> ferry.controller.v1.Session
 	22, // 21: ferry.controller.v1.GetSessionResponse.session:type_name -> ferry.controller.v1.Session
-	47, // 22: ferry.controller.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
+	49, // 22: ferry.controller.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
 	39, // 23: ferry.controller.v1.GetStatusResponse.agents:type_name -> ferry.controller.v1.AgentStatus
 	40, // 24: ferry.controller.v1.GetStatusResponse.jobs:type_name -> ferry.controller.v1.JobStatus
 	41, // 25: ferry.controller.v1.GetStatusResponse.running:type_name -> ferry.controller.v1.RunningSession
@@ -2876,25 +3036,27 @@ var file_ferry_controller_v1_controller_proto_depIdxs = []int32{
 	35, // 46: ferry.controller.v1.ControllerService.RewrapKeys:input_type -> ferry.controller.v1.RewrapKeysRequest
 	37, // 47: ferry.controller.v1.ControllerService.GetStatus:input_type -> ferry.controller.v1.GetStatusRequest
 	42, // 48: ferry.controller.v1.ControllerService.WatchSession:input_type -> ferry.controller.v1.WatchSessionRequest
-	5,  // 49: ferry.controller.v1.ControllerService.AddAgent:output_type -> ferry.controller.v1.AddAgentResponse
-	7,  // 50: ferry.controller.v1.ControllerService.ListAgents:output_type -> ferry.controller.v1.ListAgentsResponse
-	11, // 51: ferry.controller.v1.ControllerService.CreateJob:output_type -> ferry.controller.v1.CreateJobResponse
-	13, // 52: ferry.controller.v1.ControllerService.UpdateJob:output_type -> ferry.controller.v1.UpdateJobResponse
-	15, // 53: ferry.controller.v1.ControllerService.GetJob:output_type -> ferry.controller.v1.GetJobResponse
-	17, // 54: ferry.controller.v1.ControllerService.ListJobs:output_type -> ferry.controller.v1.ListJobsResponse
-	19, // 55: ferry.controller.v1.ControllerService.DeleteJob:output_type -> ferry.controller.v1.DeleteJobResponse
-	21, // 56: ferry.controller.v1.ControllerService.RunJob:output_type -> ferry.controller.v1.RunJobResponse
-	24, // 57: ferry.controller.v1.ControllerService.ListSessions:output_type -> ferry.controller.v1.ListSessionsResponse
-	26, // 58: ferry.controller.v1.ControllerService.GetSession:output_type -> ferry.controller.v1.GetSessionResponse
-	28, // 59: ferry.controller.v1.ControllerService.ListPoints:output_type -> ferry.controller.v1.ListPointsResponse
-	30, // 60: ferry.controller.v1.ControllerService.Restore:output_type -> ferry.controller.v1.RestoreResponse
-	32, // 61: ferry.controller.v1.ControllerService.Verify:output_type -> ferry.controller.v1.VerifyResponse
-	34, // 62: ferry.controller.v1.ControllerService.RotateKey:output_type -> ferry.controller.v1.RotateKeyResponse
-	36, // 63: ferry.controller.v1.ControllerService.RewrapKeys:output_type -> ferry.controller.v1.RewrapKeysResponse
-	38, // 64: ferry.controller.v1.ControllerService.GetStatus:output_type -> ferry.controller.v1.GetStatusResponse
-	43, // 65: ferry.controller.v1.ControllerService.WatchSession:output_type -> ferry.controller.v1.WatchSessionResponse
-	49, // [49:66] is the sub-list for method output_type
-	32, // [32:49] is the sub-list for method input_type
+	44, // 49: ferry.controller.v1.ControllerService.SeedWanCache:input_type -> ferry.controller.v1.SeedWanCacheRequest
+	5,  // 50: ferry.controller.v1.ControllerService.AddAgent:output_type -> ferry.controller.v1.AddAgentResponse
+	7,  // 51: ferry.controller.v1.ControllerService.ListAgents:output_type -> ferry.controller.v1.ListAgentsResponse
+	11, // 52: ferry.controller.v1.ControllerService.CreateJob:output_type -> ferry.controller.v1.CreateJobResponse
+	13, // 53: ferry.controller.v1.ControllerService.UpdateJob:output_type -> ferry.controller.v1.UpdateJobResponse
+	15, // 54: ferry.controller.v1.ControllerService.GetJob:output_type -> ferry.controller.v1.GetJobResponse
+	17, // 55: ferry.controller.v1.ControllerService.ListJobs:output_type -> ferry.controller.v1.ListJobsResponse
+	19, // 56: ferry.controller.v1.ControllerService.DeleteJob:output_type -> ferry.controller.v1.DeleteJobResponse
+	21, // 57: ferry.controller.v1.ControllerService.RunJob:output_type -> ferry.controller.v1.RunJobResponse
+	24, // 58: ferry.controller.v1.ControllerService.ListSessions:output_type -> ferry.controller.v1.ListSessionsResponse
+	26, // 59: ferry.controller.v1.ControllerService.GetSession:output_type -> ferry.controller.v1.GetSessionResponse
+	28, // 60: ferry.controller.v1.ControllerService.ListPoints:output_type -> ferry.controller.v1.ListPointsResponse
+	30, // 61: ferry.controller.v1.ControllerService.Restore:output_type -> ferry.controller.v1.RestoreResponse
+	32, // 62: ferry.controller.v1.ControllerService.Verify:output_type -> ferry.controller.v1.VerifyResponse
+	34, // 63: ferry.controller.v1.ControllerService.RotateKey:output_type -> ferry.controller.v1.RotateKeyResponse
+	36, // 64: ferry.controller.v1.ControllerService.RewrapKeys:output_type -> ferry.controller.v1.RewrapKeysResponse
+	38, // 65: ferry.controller.v1.ControllerService.GetStatus:output_type -> ferry.controller.v1.GetStatusResponse
+	43, // 66: ferry.controller.v1.ControllerService.WatchSession:output_type -> ferry.controller.v1.WatchSessionResponse
+	45, // 67: ferry.controller.v1.ControllerService.SeedWanCache:output_type -> ferry.controller.v1.SeedWanCacheResponse
+	50, // [50:68] is the sub-list for method output_type
+	32, // [32:50] is the sub-list for method input_type
 	32, // [32:32] is the sub-list for extension type_name
 	32, // [32:32] is the sub-list for extension extendee
 	0,  // [0:32] is the sub-list for field type_name
@@ -2911,7 +3073,7 @@ func file_ferry_controller_v1_controller_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_controller_v1_controller_proto_rawDesc), len(file_ferry_controller_v1_controller_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -36,6 +36,7 @@ const (
 	ControllerService_RewrapKeys_FullMethodName   = "/ferry.controller.v1.ControllerService/RewrapKeys"
 	ControllerService_GetStatus_FullMethodName    = "/ferry.controller.v1.ControllerService/GetStatus"
 	ControllerService_WatchSession_FullMethodName = "/ferry.controller.v1.ControllerService/WatchSession"
+	ControllerService_SeedWanCache_FullMethodName = "/ferry.controller.v1.ControllerService/SeedWanCache"
 )
 
 // ControllerServiceClient is the client API for ControllerService service.
@@ -69,6 +70,9 @@ type ControllerServiceClient interface {
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
 	// WatchSession streams a session's progress until it ends.
 	WatchSession(ctx context.Context, in *WatchSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSessionResponse], error)
+	// SeedWanCache warms a target agent's WAN cache from a copy job's chain
+	// on it (`controller wan seed`).
+	SeedWanCache(ctx context.Context, in *SeedWanCacheRequest, opts ...grpc.CallOption) (*SeedWanCacheResponse, error)
 }
 
 type controllerServiceClient struct {
@@ -267,6 +271,16 @@ func (c *controllerServiceClient) WatchSession(ctx context.Context, in *WatchSes
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ControllerService_WatchSessionClient = grpc.ServerStreamingClient[WatchSessionResponse]
 
+func (c *controllerServiceClient) SeedWanCache(ctx context.Context, in *SeedWanCacheRequest, opts ...grpc.CallOption) (*SeedWanCacheResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SeedWanCacheResponse)
+	err := c.cc.Invoke(ctx, ControllerService_SeedWanCache_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControllerServiceServer is the server API for ControllerService service.
 // All implementations must embed UnimplementedControllerServiceServer
 // for forward compatibility.
@@ -298,6 +312,9 @@ type ControllerServiceServer interface {
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
 	// WatchSession streams a session's progress until it ends.
 	WatchSession(*WatchSessionRequest, grpc.ServerStreamingServer[WatchSessionResponse]) error
+	// SeedWanCache warms a target agent's WAN cache from a copy job's chain
+	// on it (`controller wan seed`).
+	SeedWanCache(context.Context, *SeedWanCacheRequest) (*SeedWanCacheResponse, error)
 	mustEmbedUnimplementedControllerServiceServer()
 }
 
@@ -358,6 +375,9 @@ func (UnimplementedControllerServiceServer) GetStatus(context.Context, *GetStatu
 }
 func (UnimplementedControllerServiceServer) WatchSession(*WatchSessionRequest, grpc.ServerStreamingServer[WatchSessionResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchSession not implemented")
+}
+func (UnimplementedControllerServiceServer) SeedWanCache(context.Context, *SeedWanCacheRequest) (*SeedWanCacheResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SeedWanCache not implemented")
 }
 func (UnimplementedControllerServiceServer) mustEmbedUnimplementedControllerServiceServer() {}
 func (UnimplementedControllerServiceServer) testEmbeddedByValue()                           {}
@@ -672,6 +692,24 @@ func _ControllerService_WatchSession_Handler(srv interface{}, stream grpc.Server
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ControllerService_WatchSessionServer = grpc.ServerStreamingServer[WatchSessionResponse]
 
+func _ControllerService_SeedWanCache_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SeedWanCacheRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControllerServiceServer).SeedWanCache(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControllerService_SeedWanCache_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControllerServiceServer).SeedWanCache(ctx, req.(*SeedWanCacheRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControllerService_ServiceDesc is the grpc.ServiceDesc for ControllerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -738,6 +776,10 @@ var ControllerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetStatus",
 			Handler:    _ControllerService_GetStatus_Handler,
+		},
+		{
+			MethodName: "SeedWanCache",
+			Handler:    _ControllerService_SeedWanCache_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

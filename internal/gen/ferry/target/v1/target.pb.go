@@ -1303,6 +1303,161 @@ func (x *PrepareWanSessionResponse) GetCache() bool {
 	return false
 }
 
+type SeedWanCacheRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Repository string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	Backup     string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	// The point whose blocks to cache (empty: the latest).
+	PointId       []byte           `protobuf:"bytes,3,opt,name=point_id,json=pointId,proto3" json:"point_id,omitempty"`
+	Keys          []*v1.SessionKey `protobuf:"bytes,4,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeedWanCacheRequest) Reset() {
+	*x = SeedWanCacheRequest{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeedWanCacheRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeedWanCacheRequest) ProtoMessage() {}
+
+func (x *SeedWanCacheRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeedWanCacheRequest.ProtoReflect.Descriptor instead.
+func (*SeedWanCacheRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SeedWanCacheRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *SeedWanCacheRequest) GetBackup() string {
+	if x != nil {
+		return x.Backup
+	}
+	return ""
+}
+
+func (x *SeedWanCacheRequest) GetPointId() []byte {
+	if x != nil {
+		return x.PointId
+	}
+	return nil
+}
+
+func (x *SeedWanCacheRequest) GetKeys() []*v1.SessionKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type SeedWanCacheResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	PointId []byte                 `protobuf:"bytes,1,opt,name=point_id,json=pointId,proto3" json:"point_id,omitempty"`
+	// Blocks of the point, those the cache held already, and those added
+	// (with their stored bytes).
+	Blocks        int64 `protobuf:"varint,2,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	Already       int64 `protobuf:"varint,3,opt,name=already,proto3" json:"already,omitempty"`
+	Added         int64 `protobuf:"varint,4,opt,name=added,proto3" json:"added,omitempty"`
+	AddedBytes    int64 `protobuf:"varint,5,opt,name=added_bytes,json=addedBytes,proto3" json:"added_bytes,omitempty"`
+	DurationNanos int64 `protobuf:"varint,6,opt,name=duration_nanos,json=durationNanos,proto3" json:"duration_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeedWanCacheResponse) Reset() {
+	*x = SeedWanCacheResponse{}
+	mi := &file_ferry_target_v1_target_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeedWanCacheResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeedWanCacheResponse) ProtoMessage() {}
+
+func (x *SeedWanCacheResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_target_v1_target_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeedWanCacheResponse.ProtoReflect.Descriptor instead.
+func (*SeedWanCacheResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_target_v1_target_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SeedWanCacheResponse) GetPointId() []byte {
+	if x != nil {
+		return x.PointId
+	}
+	return nil
+}
+
+func (x *SeedWanCacheResponse) GetBlocks() int64 {
+	if x != nil {
+		return x.Blocks
+	}
+	return 0
+}
+
+func (x *SeedWanCacheResponse) GetAlready() int64 {
+	if x != nil {
+		return x.Already
+	}
+	return 0
+}
+
+func (x *SeedWanCacheResponse) GetAdded() int64 {
+	if x != nil {
+		return x.Added
+	}
+	return 0
+}
+
+func (x *SeedWanCacheResponse) GetAddedBytes() int64 {
+	if x != nil {
+		return x.AddedBytes
+	}
+	return 0
+}
+
+func (x *SeedWanCacheResponse) GetDurationNanos() int64 {
+	if x != nil {
+		return x.DurationNanos
+	}
+	return 0
+}
+
 var File_ferry_target_v1_target_proto protoreflect.FileDescriptor
 
 const file_ferry_target_v1_target_proto_rawDesc = "" +
@@ -1393,11 +1548,27 @@ const file_ferry_target_v1_target_proto_rawDesc = "" +
 	"\x0fgrant_signature\x18\x02 \x01(\fR\x0egrantSignature\x12-\n" +
 	"\x03key\x18\x03 \x01(\v2\x1b.ferry.common.v1.SessionKeyR\x03key\"1\n" +
 	"\x19PrepareWanSessionResponse\x12\x14\n" +
-	"\x05cache\x18\x01 \x01(\bR\x05cache2\xbf\x02\n" +
+	"\x05cache\x18\x01 \x01(\bR\x05cache\"\x99\x01\n" +
+	"\x13SeedWanCacheRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06backup\x18\x02 \x01(\tR\x06backup\x12\x19\n" +
+	"\bpoint_id\x18\x03 \x01(\fR\apointId\x12/\n" +
+	"\x04keys\x18\x04 \x03(\v2\x1b.ferry.common.v1.SessionKeyR\x04keys\"\xc1\x01\n" +
+	"\x14SeedWanCacheResponse\x12\x19\n" +
+	"\bpoint_id\x18\x01 \x01(\fR\apointId\x12\x16\n" +
+	"\x06blocks\x18\x02 \x01(\x03R\x06blocks\x12\x18\n" +
+	"\aalready\x18\x03 \x01(\x03R\aalready\x12\x14\n" +
+	"\x05added\x18\x04 \x01(\x03R\x05added\x12\x1f\n" +
+	"\vadded_bytes\x18\x05 \x01(\x03R\n" +
+	"addedBytes\x12%\n" +
+	"\x0eduration_nanos\x18\x06 \x01(\x03R\rdurationNanos2\x9c\x03\n" +
 	"\rTargetService\x12S\n" +
 	"\bTransfer\x12 .ferry.target.v1.TransferRequest\x1a!.ferry.target.v1.TransferResponse(\x010\x01\x12m\n" +
 	"\x12RegisterController\x12*.ferry.target.v1.RegisterControllerRequest\x1a+.ferry.target.v1.RegisterControllerResponse\x12j\n" +
-	"\x11PrepareWanSession\x12).ferry.target.v1.PrepareWanSessionRequest\x1a*.ferry.target.v1.PrepareWanSessionResponseB\xc4\x01\n" +
+	"\x11PrepareWanSession\x12).ferry.target.v1.PrepareWanSessionRequest\x1a*.ferry.target.v1.PrepareWanSessionResponse\x12[\n" +
+	"\fSeedWanCache\x12$.ferry.target.v1.SeedWanCacheRequest\x1a%.ferry.target.v1.SeedWanCacheResponseB\xc4\x01\n" +
 	"\x13com.ferry.target.v1B\vTargetProtoP\x01ZBgithub.com/ferrybackup/ferry/internal/gen/ferry/target/v1;targetv1\xa2\x02\x03FTX\xaa\x02\x0fFerry.Target.V1\xca\x02\x0fFerry\\Target\\V1\xe2\x02\x1bFerry\\Target\\V1\\GPBMetadata\xea\x02\x11Ferry::Target::V1b\x06proto3"
 
 var (
@@ -1412,7 +1583,7 @@ func file_ferry_target_v1_target_proto_rawDescGZIP() []byte {
 	return file_ferry_target_v1_target_proto_rawDescData
 }
 
-var file_ferry_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_ferry_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_ferry_target_v1_target_proto_goTypes = []any{
 	(*TransferRequest)(nil),            // 0: ferry.target.v1.TransferRequest
 	(*TransferOpen)(nil),               // 1: ferry.target.v1.TransferOpen
@@ -1433,8 +1604,10 @@ var file_ferry_target_v1_target_proto_goTypes = []any{
 	(*RegisterControllerResponse)(nil), // 16: ferry.target.v1.RegisterControllerResponse
 	(*PrepareWanSessionRequest)(nil),   // 17: ferry.target.v1.PrepareWanSessionRequest
 	(*PrepareWanSessionResponse)(nil),  // 18: ferry.target.v1.PrepareWanSessionResponse
-	(*v1.SessionStats)(nil),            // 19: ferry.common.v1.SessionStats
-	(*v1.SessionKey)(nil),              // 20: ferry.common.v1.SessionKey
+	(*SeedWanCacheRequest)(nil),        // 19: ferry.target.v1.SeedWanCacheRequest
+	(*SeedWanCacheResponse)(nil),       // 20: ferry.target.v1.SeedWanCacheResponse
+	(*v1.SessionStats)(nil),            // 21: ferry.common.v1.SessionStats
+	(*v1.SessionKey)(nil),              // 22: ferry.common.v1.SessionKey
 }
 var file_ferry_target_v1_target_proto_depIdxs = []int32{
 	1,  // 0: ferry.target.v1.TransferRequest.open:type_name -> ferry.target.v1.TransferOpen
@@ -1449,19 +1622,22 @@ var file_ferry_target_v1_target_proto_depIdxs = []int32{
 	12, // 9: ferry.target.v1.TransferResponse.ack:type_name -> ferry.target.v1.TransferAck
 	9,  // 10: ferry.target.v1.TransferResponse.answer:type_name -> ferry.target.v1.WanDigestAnswer
 	10, // 11: ferry.target.v1.TransferResponse.refetch:type_name -> ferry.target.v1.WanRefetch
-	19, // 12: ferry.target.v1.TransferCommitted.stats:type_name -> ferry.common.v1.SessionStats
-	20, // 13: ferry.target.v1.PrepareWanSessionRequest.key:type_name -> ferry.common.v1.SessionKey
-	0,  // 14: ferry.target.v1.TargetService.Transfer:input_type -> ferry.target.v1.TransferRequest
-	15, // 15: ferry.target.v1.TargetService.RegisterController:input_type -> ferry.target.v1.RegisterControllerRequest
-	17, // 16: ferry.target.v1.TargetService.PrepareWanSession:input_type -> ferry.target.v1.PrepareWanSessionRequest
-	8,  // 17: ferry.target.v1.TargetService.Transfer:output_type -> ferry.target.v1.TransferResponse
-	16, // 18: ferry.target.v1.TargetService.RegisterController:output_type -> ferry.target.v1.RegisterControllerResponse
-	18, // 19: ferry.target.v1.TargetService.PrepareWanSession:output_type -> ferry.target.v1.PrepareWanSessionResponse
-	17, // [17:20] is the sub-list for method output_type
-	14, // [14:17] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	21, // 12: ferry.target.v1.TransferCommitted.stats:type_name -> ferry.common.v1.SessionStats
+	22, // 13: ferry.target.v1.PrepareWanSessionRequest.key:type_name -> ferry.common.v1.SessionKey
+	22, // 14: ferry.target.v1.SeedWanCacheRequest.keys:type_name -> ferry.common.v1.SessionKey
+	0,  // 15: ferry.target.v1.TargetService.Transfer:input_type -> ferry.target.v1.TransferRequest
+	15, // 16: ferry.target.v1.TargetService.RegisterController:input_type -> ferry.target.v1.RegisterControllerRequest
+	17, // 17: ferry.target.v1.TargetService.PrepareWanSession:input_type -> ferry.target.v1.PrepareWanSessionRequest
+	19, // 18: ferry.target.v1.TargetService.SeedWanCache:input_type -> ferry.target.v1.SeedWanCacheRequest
+	8,  // 19: ferry.target.v1.TargetService.Transfer:output_type -> ferry.target.v1.TransferResponse
+	16, // 20: ferry.target.v1.TargetService.RegisterController:output_type -> ferry.target.v1.RegisterControllerResponse
+	18, // 21: ferry.target.v1.TargetService.PrepareWanSession:output_type -> ferry.target.v1.PrepareWanSessionResponse
+	20, // 22: ferry.target.v1.TargetService.SeedWanCache:output_type -> ferry.target.v1.SeedWanCacheResponse
+	19, // [19:23] is the sub-list for method output_type
+	15, // [15:19] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_ferry_target_v1_target_proto_init() }
@@ -1489,7 +1665,7 @@ func file_ferry_target_v1_target_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_target_v1_target_proto_rawDesc), len(file_ferry_target_v1_target_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

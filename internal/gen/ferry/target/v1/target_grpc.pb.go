@@ -22,6 +22,7 @@ const (
 	TargetService_Transfer_FullMethodName           = "/ferry.target.v1.TargetService/Transfer"
 	TargetService_RegisterController_FullMethodName = "/ferry.target.v1.TargetService/RegisterController"
 	TargetService_PrepareWanSession_FullMethodName  = "/ferry.target.v1.TargetService/PrepareWanSession"
+	TargetService_SeedWanCache_FullMethodName       = "/ferry.target.v1.TargetService/SeedWanCache"
 )
 
 // TargetServiceClient is the client API for TargetService service.
@@ -51,6 +52,10 @@ type TargetServiceClient interface {
 	// that session's transfer, until the transfer commits or the grant
 	// expires; it never writes or logs it.
 	PrepareWanSession(ctx context.Context, in *PrepareWanSessionRequest, opts ...grpc.CallOption) (*PrepareWanSessionResponse, error)
+	// SeedWanCache warms the WAN cache from a point of a backup this target
+	// holds; for an encrypted backup the controller hands the keys for this
+	// call only, as for a restore. Controller only.
+	SeedWanCache(ctx context.Context, in *SeedWanCacheRequest, opts ...grpc.CallOption) (*SeedWanCacheResponse, error)
 }
 
 type targetServiceClient struct {
@@ -94,6 +99,16 @@ func (c *targetServiceClient) PrepareWanSession(ctx context.Context, in *Prepare
 	return out, nil
 }
 
+func (c *targetServiceClient) SeedWanCache(ctx context.Context, in *SeedWanCacheRequest, opts ...grpc.CallOption) (*SeedWanCacheResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SeedWanCacheResponse)
+	err := c.cc.Invoke(ctx, TargetService_SeedWanCache_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TargetServiceServer is the server API for TargetService service.
 // All implementations must embed UnimplementedTargetServiceServer
 // for forward compatibility.
@@ -121,6 +136,10 @@ type TargetServiceServer interface {
 	// that session's transfer, until the transfer commits or the grant
 	// expires; it never writes or logs it.
 	PrepareWanSession(context.Context, *PrepareWanSessionRequest) (*PrepareWanSessionResponse, error)
+	// SeedWanCache warms the WAN cache from a point of a backup this target
+	// holds; for an encrypted backup the controller hands the keys for this
+	// call only, as for a restore. Controller only.
+	SeedWanCache(context.Context, *SeedWanCacheRequest) (*SeedWanCacheResponse, error)
 	mustEmbedUnimplementedTargetServiceServer()
 }
 
@@ -139,6 +158,9 @@ func (UnimplementedTargetServiceServer) RegisterController(context.Context, *Reg
 }
 func (UnimplementedTargetServiceServer) PrepareWanSession(context.Context, *PrepareWanSessionRequest) (*PrepareWanSessionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PrepareWanSession not implemented")
+}
+func (UnimplementedTargetServiceServer) SeedWanCache(context.Context, *SeedWanCacheRequest) (*SeedWanCacheResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SeedWanCache not implemented")
 }
 func (UnimplementedTargetServiceServer) mustEmbedUnimplementedTargetServiceServer() {}
 func (UnimplementedTargetServiceServer) testEmbeddedByValue()                       {}
@@ -204,6 +226,24 @@ func _TargetService_PrepareWanSession_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TargetService_SeedWanCache_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SeedWanCacheRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServiceServer).SeedWanCache(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TargetService_SeedWanCache_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServiceServer).SeedWanCache(ctx, req.(*SeedWanCacheRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TargetService_ServiceDesc is the grpc.ServiceDesc for TargetService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -218,6 +258,10 @@ var TargetService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PrepareWanSession",
 			Handler:    _TargetService_PrepareWanSession_Handler,
+		},
+		{
+			MethodName: "SeedWanCache",
+			Handler:    _TargetService_SeedWanCache_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
