@@ -1,15 +1,20 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferrybackup/ferry/internal/datagen"
 	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
 	controllerv1 "github.com/ferrybackup/ferry/internal/gen/ferry/controller/v1"
 	"github.com/ferrybackup/ferry/internal/keys"
+	"github.com/ferrybackup/ferry/internal/transittest"
 )
 
 // TestWANSeedFromEncryptedChain: a default-mode copy job leaves an
@@ -66,4 +71,60 @@ func TestWANSeedFromEncryptedChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	datagen.SameTree(t, src, to)
+}
+
+// TestWANCopyPlainSourceKMS: a WAN copy of an unencrypted source backup,
+// sealed at the target under a session secret Vault Transit wraps, full
+// then incremental, restores byte-identical; the target's files hold no
+// plaintext of the source.
+func TestWANCopyPlainSourceKMS(t *testing.T) {
+	vaultAddr, vaultToken, _ := transittest.Target(t)
+	t.Setenv("VAULT_ADDR", vaultAddr)
+	t.Setenv("VAULT_TOKEN", vaultToken)
+	ctx := context.Background()
+	dir := t.TempDir()
+	env, err := StartDev(ctx, dir, logWriter{t}, keys.TestKDF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	c := devClient(t, env)
+	src := filepath.Join(t.TempDir(), "site")
+	if err := datagen.Tree(src, 102, datagen.TreeOptions{Size: 6 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	sentinel := []byte("FERRY-WAN-KMS-SENTINEL-0b1d")
+	if err := os.WriteFile(filepath.Join(src, "sentinel.txt"), bytes.Repeat(sentinel, 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	createJob(t, c, &controllerv1.JobSpec{Name: "site", Kind: controllerv1.JobKind_JOB_KIND_BACKUP, Agent: "source", Repository: "local", Path: src, BlockSize: 256 << 10})
+	createJob(t, c, &controllerv1.JobSpec{Name: "offsite", Kind: controllerv1.JobKind_JOB_KIND_COPY, FromAgent: "source", FromRepository: "local", FromJob: "site",
+		ToAgent: "target", ToRepository: "local", Encryption: commonv1.EncryptionMode_ENCRYPTION_MODE_KMS,
+		KmsKey: fmt.Sprintf("ferry-wan-%d", time.Now().UnixNano()), Wan: true})
+	for i := 0; i < 2; i++ {
+		if i > 0 {
+			if _, err := datagen.MutateTree(src, 103); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runJob(t, c, "site")
+		if s := runJob(t, c, "offsite"); s.Mode != "wan" {
+			t.Fatalf("session mode %q", s.Mode)
+		}
+		to := filepath.Join(t.TempDir(), "r")
+		if _, err := c.Restore(ctx, &controllerv1.RestoreRequest{Job: "offsite", Agent: "target", Path: to}); err != nil {
+			t.Fatal(err)
+		}
+		datagen.SameTree(t, src, to)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "target", "repos", "local", "backups", "offsite", "*", "*.ferry"))
+	if len(files) != 2 {
+		t.Fatalf("target files: %v", files)
+	}
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		if bytes.Contains(b, sentinel) {
+			t.Fatalf("%s holds source plaintext", f)
+		}
+	}
 }
