@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ferrybackup/ferry/internal/telemetry"
+	"github.com/ferrybackup/ferry/internal/wancache"
 	"io"
 	"sync/atomic"
 	"time"
@@ -145,6 +147,11 @@ func (t *Target) receiveWAN(stream targetv1.TargetService_TransferServer, rc *tr
 		"cache_hit_blocks", wr.Stats.CacheHitBlocks, "blocks_refetched", wr.Stats.BlocksRefetched, "cache_put_errors", wr.CachePutErrors)
 	st := proto.Clone(&wr.Stats).(*commonv1.SessionStats)
 	st.BytesWritten, st.Records, st.DurationNanos = p.Size, int64(rc.Records), int64(time.Since(start))
+	t.Metrics.WANCacheLookup(int(wr.Stats.CacheHitBlocks), rc.Records-int(wr.Stats.CacheHitBlocks))
+	t.Metrics.AddBytes(telemetry.StageWritten, g.Job, p.Size)
+	if c, ok := t.WANCache.(interface{ Stats() wancache.Stats }); ok {
+		t.Metrics.SetWANCacheBytes(c.Stats().Bytes)
+	}
 	err = stream.Send(&targetv1.TransferResponse{Msg: &targetv1.TransferResponse_Committed{Committed: &targetv1.TransferCommitted{
 		FileId: g.FileId, Size: p.Size, Stats: st,
 	}}})

@@ -14,6 +14,7 @@ import (
 	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
 	controllerv1 "github.com/ferrybackup/ferry/internal/gen/ferry/controller/v1"
 	"github.com/ferrybackup/ferry/internal/keys"
+	"github.com/ferrybackup/ferry/internal/pki"
 	"github.com/ferrybackup/ferry/internal/transittest"
 )
 
@@ -66,6 +67,10 @@ func TestWANSeedFromEncryptedChain(t *testing.T) {
 		t.Fatalf("WAN copy after the seed: mode %s, stats %+v", s.Mode, st)
 	}
 	t.Logf("seeded %d blocks (%d bytes); the WAN copy sent %d digest bytes and no block", r.Added, r.AddedBytes, st.DigestBytesSent)
+	m := scrape(t, env, env.Target.MetricsAddr, pki.RoleTarget)
+	if m["ferry_wan_cache_hits_total"] != float64(st.Blocks) || m["ferry_wan_cache_bytes"] <= 0 {
+		t.Errorf("target metrics: cache hits %v (want %d), cache bytes %v", m["ferry_wan_cache_hits_total"], st.Blocks, m["ferry_wan_cache_bytes"])
+	}
 	to := filepath.Join(t.TempDir(), "r")
 	if _, err := c.Restore(ctx, &controllerv1.RestoreRequest{Job: "offsite-wan", Agent: "target", Path: to}); err != nil {
 		t.Fatal(err)
