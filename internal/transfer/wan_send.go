@@ -223,7 +223,6 @@ func (a *wanAttempt) run() error {
 
 	refetchBuf := make([]byte, ws.src.RecordBufferSize())
 	nextBatch, doneBatch, finished := 0, 0, false
-	progress := ws.plain[a.start]
 	for {
 		a.mu.Lock()
 		committed, recvErr := a.committed, a.recvErr
@@ -267,9 +266,8 @@ func (a *wanAttempt) run() error {
 			if f.marker {
 				doneBatch = f.batch + 1
 				_, hi := a.batchRange(f.batch)
-				progress = ws.plain[hi]
 				if ws.Progress != nil {
-					ws.Progress(progress)
+					ws.Progress(ws.plain[hi])
 				}
 				continue
 			}
