@@ -248,7 +248,7 @@ func (t *Target) transfer(stream targetv1.TargetService_TransferServer) error {
 	}
 	// Receiving (TLS, framing, unmarshalling) runs on its own goroutine so
 	// it overlaps with checking and writing the records before it.
-	msgs, recvErr := receive(stream, 8)
+	msgs, recvErr := receive(stream, 8, false)
 	for msg := range msgs {
 		switch m := msg.Msg.(type) {
 		case *targetv1.TransferRequest_Records:
@@ -359,9 +359,10 @@ type parked struct {
 
 // receive reads a transfer stream on its own goroutine, up to depth
 // messages ahead. The channel closes at the end of the stream, after a
-// finish, or on an error, which the second channel then holds. It stops
-// when the call ends.
-func receive(stream targetv1.TargetService_TransferServer, depth int) (<-chan *targetv1.TransferRequest, <-chan error) {
+// finish (unless pastFinish: a WAN transfer's refetched blocks may follow
+// it), or on an error, which the second channel then holds. It stops when
+// the call ends.
+func receive(stream targetv1.TargetService_TransferServer, depth int, pastFinish bool) (<-chan *targetv1.TransferRequest, <-chan error) {
 	msgs := make(chan *targetv1.TransferRequest, depth)
 	errc := make(chan error, 1)
 	go func() {
@@ -378,7 +379,7 @@ func receive(stream targetv1.TargetService_TransferServer, depth int) (<-chan *t
 				errc <- stream.Context().Err()
 				return
 			}
-			if msg.GetFinish() != nil {
+			if msg.GetFinish() != nil && !pastFinish {
 				errc <- nil
 				return
 			}

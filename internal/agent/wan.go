@@ -127,7 +127,7 @@ func (t *Target) receiveWAN(stream targetv1.TargetService_TransferServer, rc *tr
 		log.Info("no wan_cache configured: this WAN session dedupes only against the chain's previous point")
 	}
 	start := time.Now()
-	msgs, recvErr := receiveAll(stream, 8)
+	msgs, recvErr := receive(stream, 8, true) // refetched blocks may follow the finish
 	p, err := wr.Run(msgs, stream.Send, t.DurabilityInterval)
 	if err != nil {
 		var se *transfer.SendError
@@ -156,31 +156,6 @@ func (t *Target) receiveWAN(stream targetv1.TargetService_TransferServer, rc *tr
 		FileId: g.FileId, Size: p.Size, Stats: st,
 	}}})
 	return true, false, err
-}
-
-// receiveAll reads a WAN transfer stream on its own goroutine, up to depth
-// messages ahead, past the finish (refetched blocks may follow it), until
-// the stream ends or the call does.
-func receiveAll(stream targetv1.TargetService_TransferServer, depth int) (<-chan *targetv1.TransferRequest, <-chan error) {
-	msgs := make(chan *targetv1.TransferRequest, depth)
-	errc := make(chan error, 1)
-	go func() {
-		defer close(msgs)
-		for {
-			msg, err := stream.Recv()
-			if err != nil {
-				errc <- err
-				return
-			}
-			select {
-			case msgs <- msg:
-			case <-stream.Context().Done():
-				errc <- stream.Context().Err()
-				return
-			}
-		}
-	}()
-	return msgs, errc
 }
 
 // WANResult is what a WAN-mode copy did.
