@@ -168,7 +168,14 @@ func (s *Server) afterPoint(j catalog.Job) {
 		if !mine && !from {
 			continue
 		}
+		// Called from a running session (counted in s.wg), so Close waits
+		// for this too.
+		s.wg.Add(1)
 		go func() {
+			defer s.wg.Done()
+			if s.ctx.Err() != nil {
+				return
+			}
 			if err := s.copyIfNew(c); err != nil && !errors.Is(err, errBusy) {
 				s.log.Warn("immediate copy not started", "job", c.Name, "error", err)
 			}
