@@ -128,7 +128,7 @@ func newSessionShowCmd(e *env) *cobra.Command {
 			for i, n := range v.Notes {
 				k := ""
 				if i == 0 {
-					k = "recovery"
+					k = "notes"
 				}
 				fmt.Fprintf(tw, "%s\t%s\n", k+map[bool]string{true: ":", false: ""}[k != ""], n)
 			}
