@@ -87,10 +87,9 @@ bench-wan: build ## WAN-mode benchmark through a simulated 100 Mbit/s, 50 ms RTT
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
-	@for t in $$($(GO) test -list '^Fuzz' ./internal/format/ | grep ^Fuzz); do \
-		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} -fuzzminimizetime 1s ./internal/format/ || exit 1; done
-	@for t in $$($(GO) test -list '^Fuzz' ./internal/keys/ | grep ^Fuzz); do \
-		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} -fuzzminimizetime 1s ./internal/keys/ || exit 1; done
+	@for p in ./internal/format/ ./internal/keys/ ./internal/grant/ ./internal/config/; do \
+		for t in $$($(GO) test -list '^Fuzz' $$p | grep ^Fuzz); do \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} -fuzzminimizetime 1s $$p || exit 1; done; done
 
 .PHONY: demo
 demo: build ## Run the main job end to end on loopback: controller and both agents as separate processes, backup, two encrypted copies, verify, restore
