@@ -80,5 +80,9 @@ if grep -rqa "$sentinel" repos/target-local state/target; then
 	exit 1
 fi
 echo "no plaintext from the sample in the target repository"
+
+step "health check of the latest copy at the target (keyless), and the status"
+"$C" job run offsite --health-check --wait
+"$C" status
 echo
 echo "demo ok: 2 backups, 2 encrypted copies (full + incremental), verified and restored at the target site"
