@@ -58,6 +58,10 @@ func TestSecretsNeverLogged(t *testing.T) {
 			Encryption: commonv1.EncryptionMode_ENCRYPTION_MODE_PASSWORD, Password: password},
 		{Name: "offsite", Kind: controllerv1.JobKind_JOB_KIND_COPY, FromAgent: "source", FromRepository: "local", FromJob: "site",
 			ToAgent: "target", ToRepository: "local", Encryption: commonv1.EncryptionMode_ENCRYPTION_MODE_KMS, KmsKey: "ferry-logs"},
+		// WAN mode hands the session secret to the target: it must not
+		// reach any log there either.
+		{Name: "offsite-wan", Kind: controllerv1.JobKind_JOB_KIND_COPY, FromAgent: "source", FromRepository: "local", FromJob: "site",
+			ToAgent: "target", ToRepository: "local", Encryption: commonv1.EncryptionMode_ENCRYPTION_MODE_PASSWORD, Password: password, Wan: true},
 	} {
 		if _, err := c.CreateJob(ctx, &controllerv1.CreateJobRequest{Spec: spec}); err != nil {
 			t.Fatal(err)
@@ -82,7 +86,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	for _, name := range []string{"site", "offsite"} {
+	for _, name := range []string{"site", "offsite", "offsite-wan"} {
 		j, _ := store.GetJob(name)
 		ss, _ := store.ListSessionSecrets(j.UID)
 		for _, s := range ss {
