@@ -53,9 +53,10 @@ func TestMergeSIGKILL(t *testing.T) {
 		if out, err := exec.Command("cp", "-a", site, snap).CombinedOutput(); err != nil {
 			t.Fatalf("%v %s", err, out)
 		}
-		id := strings.TrimSpace(s.mustCtl("job", "run", "offsite"))
-		_ = id
+		// The points before the session, read before it starts: a quick
+		// session could otherwise commit before the list is read.
 		before := s.catalogIDs("offsite")
+		id := strings.TrimSpace(s.mustCtl("job", "run", "offsite"))
 		// Wait for the session (and its retention) to end.
 		r := s.sessionResult(id)
 		if r.Result != "success" {
