@@ -197,14 +197,12 @@ func (s *Server) copyIfNew(j catalog.Job) error {
 	if err != nil {
 		return err
 	}
-	mine, err := s.store.ListPoints(j.UID)
-	if err != nil {
-		return err
-	}
-	if nextToCopy(j, srcPts, mine) == nil {
-		return nil
-	}
-	_, err = s.start(j, false)
+	// Checked again once the job is idle: a session that just ended may
+	// have copied the point already.
+	_, err = s.startIf(j, false, sessionMode(j), func() bool {
+		mine, err := s.store.ListPoints(j.UID)
+		return err == nil && nextToCopy(j, srcPts, mine) != nil
+	})
 	return err
 }
 

@@ -151,21 +151,35 @@ func (s *Server) RunJob(req *controllerv1.RunJobRequest, stream controllerv1.Con
 
 // start records a new session and runs it in the background.
 func (s *Server) start(j catalog.Job, full bool) (*liveSession, error) {
-	mode := "default"
+	return s.startMode(j, full, sessionMode(j))
+}
+
+// sessionMode is the mode of a job's ordinary sessions.
+func sessionMode(j catalog.Job) string {
 	if j.Kind == kindCopy && j.WAN {
-		mode = sessWAN
+		return sessWAN
 	}
-	return s.startMode(j, full, mode)
+	return "default"
 }
 
 // startMode starts a session in a mode: "default", or a health check.
 // A job never runs two sessions at once.
 func (s *Server) startMode(j catalog.Job, full bool, mode string) (*liveSession, error) {
+	return s.startIf(j, full, mode, nil)
+}
+
+// startIf is startMode that starts nothing (nil, nil) when, checked once
+// the job is known to be idle, says so: a session that ended records its
+// point before the job is idle, so when sees the catalog as it will be.
+func (s *Server) startIf(j catalog.Job, full bool, mode string, when func() bool) (*liveSession, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cur, ok := s.running[j.UID]; ok {
 		sess, _, _ := cur.snapshot()
 		return nil, fmt.Errorf("%w: job %s is running already (session %s)", errBusy, j.Name, sess.ID)
+	}
+	if when != nil && !when() {
+		return nil, nil
 	}
 	ls := &liveSession{done: make(chan struct{}), sess: catalog.Session{
 		ID: catalog.NewID(), Job: j.Name, JobUID: j.UID, Kind: j.Kind, Mode: mode, Result: resultRunning,
