@@ -96,3 +96,32 @@ func (s *Repositories) Merge(ctx context.Context, req *repositoryv1.MergeRequest
 		RecordsDropped: int64(res.Superseded + res.Outside),
 	}, nil
 }
+
+// DeletePoints deletes whole backup files for GFS retention, holding the
+// backup's lock: only the newest points of a chain, or all of it.
+func (s *Repositories) DeletePoints(ctx context.Context, req *repositoryv1.DeletePointsRequest) (*repositoryv1.DeletePointsResponse, error) {
+	if _, err := requireRole(ctx, pki.RoleController); err != nil {
+		return nil, toStatus(err)
+	}
+	r, err := s.repo(req.Repository)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	ids := make([]format.ID, len(req.PointIds))
+	for i, b := range req.PointIds {
+		if !copyID(&ids[i], b) {
+			return nil, toStatus(fmt.Errorf("%w: malformed point id", errBadRequest))
+		}
+	}
+	lock, err := r.Repo.Lock(req.Backup)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	defer lock.Unlock()
+	files, n, err := r.Repo.DeletePoints(req.Backup, ids)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.Log.Info("retention: deleted points", "repository", r.Name, "backup", req.Backup, "files", files, "bytes", n)
+	return &repositoryv1.DeletePointsResponse{Files: int64(files), Bytes: n}, nil
+}

@@ -37,7 +37,7 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, repo.ErrLocked):
 		code = codes.Aborted
-	case errors.Is(err, repo.ErrCannotMerge):
+	case errors.Is(err, repo.ErrCannotMerge), errors.Is(err, repo.ErrNotTail):
 		code = codes.FailedPrecondition
 	case errors.Is(err, keyring.ErrWrongPassword), errors.Is(err, keyring.ErrNeedKey):
 		code = codes.FailedPrecondition

@@ -59,6 +59,8 @@ type Job struct {
 	RetainDays  int    `json:"retain_days,omitempty"`  // copy jobs: days of points to keep, 0 = all
 	HealthCheck string `json:"health_check,omitempty"` // copy jobs: schedule of health checks
 	Bandwidth   string `json:"bandwidth,omitempty"`    // copy jobs: link limit ("50Mbit"), "" = none
+	KeepWeekly  int    `json:"keep_weekly,omitempty"`  // copy jobs: GFS weekly fulls to keep
+	KeepMonthly int    `json:"keep_monthly,omitempty"` // copy jobs: GFS monthly fulls to keep
 
 	KeyID           string `json:"key_id,omitempty"` // current key record id, "" when none
 	BackupID        []byte `json:"backup_id,omitempty"`
@@ -149,6 +151,9 @@ type Point struct {
 	// file of point MergedInto, so its secret is kept for that one.
 	// ListPoints leaves such points out; ListAllPoints has them.
 	MergedInto []byte `json:"merged_into,omitempty"`
+	// Day is the controller's date (UTC, YYYY-MM-DD) of the session that
+	// made a copy job's point; GFS retention counts weeks and months by it.
+	Day string `json:"day,omitempty"`
 }
 
 // KeyRecord describes a secret key of a job: a password-derived key or a

@@ -34,6 +34,7 @@ type jobFlags struct {
 	schedule, mode, healthCheck       string
 	bandwidth                         string
 	retain, retainDays                int
+	keepWeekly, keepMonthly           int
 	wan                               bool
 }
 
@@ -41,9 +42,9 @@ type jobFlags struct {
 // names for the flags a user set.
 var (
 	backupOnlyFlags = []string{"agent", "repo", "path", "block-size", "compression", "compression-level"}
-	copyOnlyFlags   = []string{"from", "to", "source-password-file", "source-kms-key", "mode", "retain", "retain-days", "health-check", "wan", "bandwidth"}
+	copyOnlyFlags   = []string{"from", "to", "source-password-file", "source-kms-key", "mode", "retain", "retain-days", "health-check", "wan", "bandwidth", "keep-weekly", "keep-monthly"}
 	updateFlags     = []string{"agent", "repo", "path", "from", "to", "encryption", "password-file", "password-hint", "kms-key", "kms-key-type", "source-password-file", "source-kms-key", "block-size", "compression", "compression-level",
-		"schedule", "mode", "retain", "retain-days", "health-check", "wan", "bandwidth"}
+		"schedule", "mode", "retain", "retain-days", "health-check", "wan", "bandwidth", "keep-weekly", "keep-monthly"}
 )
 
 func (j *jobFlags) register(c *cobra.Command, create bool) {
@@ -71,6 +72,8 @@ func (j *jobFlags) register(c *cobra.Command, create bool) {
 	f.IntVar(&j.retain, "retain", 0, "copy jobs: restore points to keep at the target; older ones are merged into the full there, without any key (0 = all)")
 	f.IntVar(&j.retainDays, "retain-days", 0, "copy jobs: keep the points of this many days (0 = all; with --retain, both must allow a point to drop it)")
 	f.StringVar(&j.bandwidth, "bandwidth", "", `copy jobs: the most a session sends over the link, "50Mbit", "10MB/s" or bytes per second ("" or 0: no limit); the source agent's cap applies too`)
+	f.IntVar(&j.keepWeekly, "keep-weekly", 0, "copy jobs: GFS; start a new chain (a full) each week and keep the first full of this many past weeks, which merges never touch")
+	f.IntVar(&j.keepMonthly, "keep-monthly", 0, "copy jobs: GFS; keep the first full of this many past months (a new chain each month when --keep-weekly is 0)")
 	f.StringVar(&j.healthCheck, "health-check", "", "copy jobs: when to check the latest point at the target (interval or cron): keyless each time, a full verify weekly")
 	f.BoolVar(&j.wan, "wan", false, "copy jobs: WAN-accelerator mode: the source sends block digests, only the blocks the target's WAN cache lacks travel (compressed), "+
 		"and the target encrypts: the controller hands the session key to the target, not the source (--wan=false turns it off)")
@@ -134,6 +137,10 @@ func (j *jobFlags) spec(name string, set func(string) bool, create bool) (*contr
 		return nil, usagef("--retain and --retain-days cannot be negative")
 	}
 	s.Retain, s.RetainDays = int32(j.retain), int32(j.retainDays)
+	if j.keepWeekly < 0 || j.keepMonthly < 0 {
+		return nil, usagef("--keep-weekly and --keep-monthly cannot be negative")
+	}
+	s.KeepWeekly, s.KeepMonthly = int32(j.keepWeekly), int32(j.keepMonthly)
 	if err := j.encryptionSpec(s, create); err != nil {
 		return nil, err
 	}
@@ -478,6 +485,9 @@ func newJobShowCmd(e *env) *cobra.Command {
 			}
 			row("health check", v.HealthCheck)
 			row("bandwidth", v.Bandwidth)
+			if v.KeepWeekly > 0 || v.KeepMonthly > 0 {
+				row("gfs", fmt.Sprintf("%d weekly, %d monthly fulls", v.KeepWeekly, v.KeepMonthly))
+			}
 			if v.WAN {
 				row("wan", "on (the target encrypts; only blocks its WAN cache lacks are sent)")
 			}

@@ -49,6 +49,8 @@ type jobView struct {
 	RetainDays       int32      `json:"retain_days,omitempty"`
 	HealthCheck      string     `json:"health_check,omitempty"`
 	Bandwidth        string     `json:"bandwidth,omitempty"`
+	KeepWeekly       int32      `json:"keep_weekly,omitempty"`
+	KeepMonthly      int32      `json:"keep_monthly,omitempty"`
 	WAN              bool       `json:"wan,omitempty"`
 	Created          *time.Time `json:"created,omitempty"`
 	LastSession      string     `json:"last_session,omitempty"`
@@ -180,7 +182,7 @@ func newJobView(j *controllerv1.Job) jobView {
 		Encryption: encryptionWord(s.GetEncryption()), PasswordHint: s.GetPasswordHint(),
 		BlockSize: s.GetBlockSize(), Compression: compressionWord(s.GetCompression()), CompressionLevel: s.GetCompressionLevel(),
 		LastSession: j.GetLastSession(), LastResult: resultWord(j.GetLastResult()),
-		Schedule: s.GetSchedule(), Mode: s.GetMode(), Retain: s.GetRetain(), RetainDays: s.GetRetainDays(), HealthCheck: s.GetHealthCheck(), WAN: s.GetWan(), Bandwidth: s.GetBandwidth(),
+		Schedule: s.GetSchedule(), Mode: s.GetMode(), Retain: s.GetRetain(), RetainDays: s.GetRetainDays(), HealthCheck: s.GetHealthCheck(), WAN: s.GetWan(), Bandwidth: s.GetBandwidth(), KeepWeekly: s.GetKeepWeekly(), KeepMonthly: s.GetKeepMonthly(),
 	}
 	if j.GetCreatedUnix() != 0 {
 		t := time.Unix(j.GetCreatedUnix(), 0).UTC()

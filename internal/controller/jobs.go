@@ -84,6 +84,7 @@ func jobProto(j catalog.Job, last *catalog.Session) *controllerv1.Job {
 	}
 	spec.Schedule, spec.Mode, spec.Retain, spec.RetainDays, spec.HealthCheck = j.Schedule, j.Mode, int32(j.Retain), int32(j.RetainDays), j.HealthCheck
 	spec.Bandwidth = j.Bandwidth
+	spec.KeepWeekly, spec.KeepMonthly = int32(j.KeepWeekly), int32(j.KeepMonthly)
 	spec.Wan = j.WAN
 	out := &controllerv1.Job{Spec: spec, CreatedUnix: j.CreatedAt.Unix()}
 	if last != nil {
@@ -156,6 +157,12 @@ func applySpec(j *catalog.Job, spec *controllerv1.JobSpec, fields []string) (new
 	if set("bandwidth") {
 		j.Bandwidth = spec.Bandwidth
 	}
+	if set("keep-weekly") {
+		j.KeepWeekly = int(spec.KeepWeekly)
+	}
+	if set("keep-monthly") {
+		j.KeepMonthly = int(spec.KeepMonthly)
+	}
 	newPassword = len(spec.Password) > 0 && set("password-file")
 	if set("encryption") || set("password-file") || set("kms-key") {
 		enc, err := encryptionName(spec.Encryption, newPassword)
@@ -188,6 +195,8 @@ func checkRunning(j *catalog.Job) error {
 			return invalidf("--health-check is for copy jobs")
 		case j.Bandwidth != "":
 			return invalidf("--bandwidth is for copy jobs: it limits what crosses the link to the target")
+		case j.KeepWeekly != 0 || j.KeepMonthly != 0:
+			return invalidf("--keep-weekly and --keep-monthly are for copy jobs")
 		}
 		return nil
 	}
@@ -204,6 +213,9 @@ func checkRunning(j *catalog.Job) error {
 	}
 	if j.Retain < 0 || j.RetainDays < 0 {
 		return invalidf("--retain and --retain-days cannot be negative")
+	}
+	if j.KeepWeekly < 0 || j.KeepMonthly < 0 {
+		return invalidf("--keep-weekly and --keep-monthly cannot be negative")
 	}
 	if j.Retain == 1 {
 		return invalidf("--retain 1 would merge every incremental away as it arrives; keep at least 2 points (or 0 for all)")

@@ -49,6 +49,8 @@ type Options struct {
 	Recovery *keys.RecoveryPublic
 	// Metrics counts sessions and their bytes (nil: none).
 	Metrics *telemetry.Metrics
+	// Now is the controller's clock for GFS periods (default time.Now).
+	Now func() time.Time
 }
 
 // Server is the controller.
@@ -83,6 +85,9 @@ func New(o Options) (*Server, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	if o.AgentTimeout <= 0 {
 		o.AgentTimeout = 15 * time.Second

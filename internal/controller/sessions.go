@@ -268,7 +268,9 @@ func (s *Server) run(ls *liveSession, j catalog.Job, full bool) {
 	// A session with nothing new to copy still catches up a merge an
 	// earlier one could not finish.
 	if err == nil && cerr == nil && j.Kind == kindCopy && !isHealthCheck(sess) {
-		if notes := s.applyRetention(s.ctx, j, s.retentionChain(j, pt), log); len(notes) > 0 {
+		chain := s.retentionChain(j, pt)
+		notes := append(s.applyRetention(s.ctx, j, chain, log), s.applyGFS(s.ctx, j, chain, log)...)
+		if len(notes) > 0 {
 			sess.Notes = append(sess.Notes, notes...)
 			if err := s.store.PutSession(sess); err != nil {
 				log.Error("recording the session failed", "error", err)
@@ -600,6 +602,10 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 			return nil, none, nil // copied already
 		}
 	}
+	day := s.o.Now().UTC().Format(time.DateOnly)
+	if !full && last != nil && gfsRotate(j, *last, day) {
+		full = true // the first copy of a new GFS week or month: a full
+	}
 	incremental := last != nil && !full && !j.NewChainPending
 	if incremental {
 		// An incremental needs the last copied point in the same source
@@ -701,7 +707,7 @@ func (s *Server) runCopy(ctx context.Context, ls *liveSession, j catalog.Job, fu
 	ls.point = final.Point
 	ls.mu.Unlock()
 	pt := s.pointRecord(j, final.Point, tgt.Name, j.ToRepository)
-	pt.SourceFileID = p.FileID
+	pt.SourceFileID, pt.Day = p.FileID, day
 	return pt, s.withKey(pt, j, nk), nil
 }
 

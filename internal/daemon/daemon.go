@@ -159,6 +159,10 @@ func recoverRepo(ar *agent.Repository, log hclog.Logger) error {
 	return nil
 }
 
+// testControllerNow, set only by this package's tests, is the clock of
+// the controllers they start (GFS periods); nil is time.Now.
+var testControllerNow func() time.Time
+
 // testAgentOptions are extra server options for the agents of a role,
 // set only by this package's tests (to record what an agent receives).
 var testAgentOptions = map[string][]grpc.ServerOption{}
@@ -345,7 +349,7 @@ func StartController(cfg *config.Controller, logOut io.Writer, kdf keys.KDFParam
 		}
 		log.Info("sealing every new session secret to the recovery key too")
 	}
-	c, err := controller.New(controller.Options{StateDir: cfg.StateDir, Cert: cert, Roots: roots, GrantTTL: cfg.GrantTTLDuration, KDF: kdf, Logger: log,
+	c, err := controller.New(controller.Options{Now: testControllerNow, StateDir: cfg.StateDir, Cert: cert, Roots: roots, GrantTTL: cfg.GrantTTLDuration, KDF: kdf, Logger: log,
 		Transit: transit, Recovery: recovery, Metrics: metrics})
 	if err != nil {
 		return nil, nil, err

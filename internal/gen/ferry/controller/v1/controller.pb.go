@@ -456,7 +456,13 @@ type JobSpec struct {
 	// Copy jobs: the most the session may send over the link, as the agent
 	// configuration's bandwidth takes it ("50Mbit", "10MB/s"); empty or "0"
 	// is unlimited. The source agent's own cap applies as well.
-	Bandwidth     string `protobuf:"bytes,41,opt,name=bandwidth,proto3" json:"bandwidth,omitempty"`
+	Bandwidth string `protobuf:"bytes,41,opt,name=bandwidth,proto3" json:"bandwidth,omitempty"`
+	// Copy jobs: GFS. Start a new chain (a full) in each new week (or month,
+	// without keep_weekly) and keep, besides the current chain, the first
+	// full of each of the last keep_weekly weeks and keep_monthly months;
+	// retention merges never touch them.
+	KeepWeekly    int32 `protobuf:"varint,42,opt,name=keep_weekly,json=keepWeekly,proto3" json:"keep_weekly,omitempty"`
+	KeepMonthly   int32 `protobuf:"varint,43,opt,name=keep_monthly,json=keepMonthly,proto3" json:"keep_monthly,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -678,6 +684,20 @@ func (x *JobSpec) GetBandwidth() string {
 		return x.Bandwidth
 	}
 	return ""
+}
+
+func (x *JobSpec) GetKeepWeekly() int32 {
+	if x != nil {
+		return x.KeepWeekly
+	}
+	return 0
+}
+
+func (x *JobSpec) GetKeepMonthly() int32 {
+	if x != nil {
+		return x.KeepMonthly
+	}
+	return 0
 }
 
 // Job is a job as the controller reports it.
@@ -2716,7 +2736,7 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"\x05agent\x18\x01 \x01(\v2\x1a.ferry.controller.v1.AgentR\x05agent\"\x13\n" +
 	"\x11ListAgentsRequest\"H\n" +
 	"\x12ListAgentsResponse\x122\n" +
-	"\x06agents\x18\x01 \x03(\v2\x1a.ferry.controller.v1.AgentR\x06agents\"\x90\a\n" +
+	"\x06agents\x18\x01 \x03(\v2\x1a.ferry.controller.v1.AgentR\x06agents\"\xd4\a\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1c.ferry.controller.v1.JobKindR\x04kind\x12\x14\n" +
@@ -2753,7 +2773,10 @@ const file_ferry_controller_v1_controller_proto_rawDesc = "" +
 	"retainDays\x12!\n" +
 	"\fhealth_check\x18\" \x01(\tR\vhealthCheck\x12\x10\n" +
 	"\x03wan\x18( \x01(\bR\x03wan\x12\x1c\n" +
-	"\tbandwidth\x18) \x01(\tR\tbandwidth\"\xc2\x01\n" +
+	"\tbandwidth\x18) \x01(\tR\tbandwidth\x12\x1f\n" +
+	"\vkeep_weekly\x18* \x01(\x05R\n" +
+	"keepWeekly\x12!\n" +
+	"\fkeep_monthly\x18+ \x01(\x05R\vkeepMonthly\"\xc2\x01\n" +
 	"\x03Job\x120\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1c.ferry.controller.v1.JobSpecR\x04spec\x12!\n" +
 	"\fcreated_unix\x18\x02 \x01(\x03R\vcreatedUnix\x12!\n" +

@@ -1054,6 +1054,118 @@ func (x *MergeResponse) GetRecordsDropped() int64 {
 	return 0
 }
 
+type DeletePointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Repository    string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	Backup        string                 `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	PointIds      [][]byte               `protobuf:"bytes,3,rep,name=point_ids,json=pointIds,proto3" json:"point_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePointsRequest) Reset() {
+	*x = DeletePointsRequest{}
+	mi := &file_ferry_repository_v1_repository_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePointsRequest) ProtoMessage() {}
+
+func (x *DeletePointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_repository_v1_repository_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePointsRequest.ProtoReflect.Descriptor instead.
+func (*DeletePointsRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_repository_v1_repository_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DeletePointsRequest) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *DeletePointsRequest) GetBackup() string {
+	if x != nil {
+		return x.Backup
+	}
+	return ""
+}
+
+func (x *DeletePointsRequest) GetPointIds() [][]byte {
+	if x != nil {
+		return x.PointIds
+	}
+	return nil
+}
+
+type DeletePointsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         int64                  `protobuf:"varint,1,opt,name=files,proto3" json:"files,omitempty"`
+	Bytes         int64                  `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePointsResponse) Reset() {
+	*x = DeletePointsResponse{}
+	mi := &file_ferry_repository_v1_repository_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePointsResponse) ProtoMessage() {}
+
+func (x *DeletePointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_repository_v1_repository_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePointsResponse.ProtoReflect.Descriptor instead.
+func (*DeletePointsResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_repository_v1_repository_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DeletePointsResponse) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *DeletePointsResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 var File_ferry_repository_v1_repository_proto protoreflect.FileDescriptor
 
 const file_ferry_repository_v1_repository_proto_rawDesc = "" +
@@ -1147,7 +1259,16 @@ const file_ferry_repository_v1_repository_proto_rawDesc = "" +
 	"\vbytes_after\x18\x04 \x01(\x03R\n" +
 	"bytesAfter\x12!\n" +
 	"\frecords_kept\x18\x05 \x01(\x03R\vrecordsKept\x12'\n" +
-	"\x0frecords_dropped\x18\x06 \x01(\x03R\x0erecordsDropped2\xf9\x05\n" +
+	"\x0frecords_dropped\x18\x06 \x01(\x03R\x0erecordsDropped\"j\n" +
+	"\x13DeletePointsRequest\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x16\n" +
+	"\x06backup\x18\x02 \x01(\tR\x06backup\x12\x1b\n" +
+	"\tpoint_ids\x18\x03 \x03(\fR\bpointIds\"B\n" +
+	"\x14DeletePointsResponse\x12\x14\n" +
+	"\x05files\x18\x01 \x01(\x03R\x05files\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes2\xde\x06\n" +
 	"\x11RepositoryService\x12W\n" +
 	"\bDescribe\x12$.ferry.repository.v1.DescribeRequest\x1a%.ferry.repository.v1.DescribeResponse\x12]\n" +
 	"\n" +
@@ -1158,7 +1279,8 @@ const file_ferry_repository_v1_repository_proto_rawDesc = "" +
 	"\x10RewriteKeyTables\x12,.ferry.repository.v1.RewriteKeyTablesRequest\x1a-.ferry.repository.v1.RewriteKeyTablesResponse\x12]\n" +
 	"\n" +
 	"GetCatalog\x12&.ferry.repository.v1.GetCatalogRequest\x1a'.ferry.repository.v1.GetCatalogResponse\x12N\n" +
-	"\x05Merge\x12!.ferry.repository.v1.MergeRequest\x1a\".ferry.repository.v1.MergeResponseB\xe4\x01\n" +
+	"\x05Merge\x12!.ferry.repository.v1.MergeRequest\x1a\".ferry.repository.v1.MergeResponse\x12c\n" +
+	"\fDeletePoints\x12(.ferry.repository.v1.DeletePointsRequest\x1a).ferry.repository.v1.DeletePointsResponseB\xe4\x01\n" +
 	"\x17com.ferry.repository.v1B\x0fRepositoryProtoP\x01ZJgithub.com/ferrybackup/ferry/internal/gen/ferry/repository/v1;repositoryv1\xa2\x02\x03FRX\xaa\x02\x13Ferry.Repository.V1\xca\x02\x13Ferry\\Repository\\V1\xe2\x02\x1fFerry\\Repository\\V1\\GPBMetadata\xea\x02\x15Ferry::Repository::V1b\x06proto3"
 
 var (
@@ -1173,7 +1295,7 @@ func file_ferry_repository_v1_repository_proto_rawDescGZIP() []byte {
 	return file_ferry_repository_v1_repository_proto_rawDescData
 }
 
-var file_ferry_repository_v1_repository_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_ferry_repository_v1_repository_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_ferry_repository_v1_repository_proto_goTypes = []any{
 	(*DescribeRequest)(nil),          // 0: ferry.repository.v1.DescribeRequest
 	(*DescribeResponse)(nil),         // 1: ferry.repository.v1.DescribeResponse
@@ -1192,20 +1314,22 @@ var file_ferry_repository_v1_repository_proto_goTypes = []any{
 	(*GetCatalogResponse)(nil),       // 14: ferry.repository.v1.GetCatalogResponse
 	(*MergeRequest)(nil),             // 15: ferry.repository.v1.MergeRequest
 	(*MergeResponse)(nil),            // 16: ferry.repository.v1.MergeResponse
-	nil,                              // 17: ferry.repository.v1.MergeRequest.ExtentsEntry
-	(*v1.Point)(nil),                 // 18: ferry.common.v1.Point
-	(*v1.SessionKey)(nil),            // 19: ferry.common.v1.SessionKey
-	(*v1.FileKeyTable)(nil),          // 20: ferry.common.v1.FileKeyTable
+	(*DeletePointsRequest)(nil),      // 17: ferry.repository.v1.DeletePointsRequest
+	(*DeletePointsResponse)(nil),     // 18: ferry.repository.v1.DeletePointsResponse
+	nil,                              // 19: ferry.repository.v1.MergeRequest.ExtentsEntry
+	(*v1.Point)(nil),                 // 20: ferry.common.v1.Point
+	(*v1.SessionKey)(nil),            // 21: ferry.common.v1.SessionKey
+	(*v1.FileKeyTable)(nil),          // 22: ferry.common.v1.FileKeyTable
 }
 var file_ferry_repository_v1_repository_proto_depIdxs = []int32{
 	2,  // 0: ferry.repository.v1.DescribeResponse.repositories:type_name -> ferry.repository.v1.Repository
-	18, // 1: ferry.repository.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
-	19, // 2: ferry.repository.v1.VerifyRequest.keys:type_name -> ferry.common.v1.SessionKey
-	19, // 3: ferry.repository.v1.RestoreRequest.keys:type_name -> ferry.common.v1.SessionKey
-	20, // 4: ferry.repository.v1.GetKeyTablesResponse.tables:type_name -> ferry.common.v1.FileKeyTable
-	20, // 5: ferry.repository.v1.RewriteKeyTablesRequest.tables:type_name -> ferry.common.v1.FileKeyTable
-	17, // 6: ferry.repository.v1.MergeRequest.extents:type_name -> ferry.repository.v1.MergeRequest.ExtentsEntry
-	18, // 7: ferry.repository.v1.MergeResponse.merged:type_name -> ferry.common.v1.Point
+	20, // 1: ferry.repository.v1.ListPointsResponse.points:type_name -> ferry.common.v1.Point
+	21, // 2: ferry.repository.v1.VerifyRequest.keys:type_name -> ferry.common.v1.SessionKey
+	21, // 3: ferry.repository.v1.RestoreRequest.keys:type_name -> ferry.common.v1.SessionKey
+	22, // 4: ferry.repository.v1.GetKeyTablesResponse.tables:type_name -> ferry.common.v1.FileKeyTable
+	22, // 5: ferry.repository.v1.RewriteKeyTablesRequest.tables:type_name -> ferry.common.v1.FileKeyTable
+	19, // 6: ferry.repository.v1.MergeRequest.extents:type_name -> ferry.repository.v1.MergeRequest.ExtentsEntry
+	20, // 7: ferry.repository.v1.MergeResponse.merged:type_name -> ferry.common.v1.Point
 	0,  // 8: ferry.repository.v1.RepositoryService.Describe:input_type -> ferry.repository.v1.DescribeRequest
 	3,  // 9: ferry.repository.v1.RepositoryService.ListPoints:input_type -> ferry.repository.v1.ListPointsRequest
 	5,  // 10: ferry.repository.v1.RepositoryService.Verify:input_type -> ferry.repository.v1.VerifyRequest
@@ -1214,16 +1338,18 @@ var file_ferry_repository_v1_repository_proto_depIdxs = []int32{
 	11, // 13: ferry.repository.v1.RepositoryService.RewriteKeyTables:input_type -> ferry.repository.v1.RewriteKeyTablesRequest
 	13, // 14: ferry.repository.v1.RepositoryService.GetCatalog:input_type -> ferry.repository.v1.GetCatalogRequest
 	15, // 15: ferry.repository.v1.RepositoryService.Merge:input_type -> ferry.repository.v1.MergeRequest
-	1,  // 16: ferry.repository.v1.RepositoryService.Describe:output_type -> ferry.repository.v1.DescribeResponse
-	4,  // 17: ferry.repository.v1.RepositoryService.ListPoints:output_type -> ferry.repository.v1.ListPointsResponse
-	6,  // 18: ferry.repository.v1.RepositoryService.Verify:output_type -> ferry.repository.v1.VerifyResponse
-	8,  // 19: ferry.repository.v1.RepositoryService.Restore:output_type -> ferry.repository.v1.RestoreResponse
-	10, // 20: ferry.repository.v1.RepositoryService.GetKeyTables:output_type -> ferry.repository.v1.GetKeyTablesResponse
-	12, // 21: ferry.repository.v1.RepositoryService.RewriteKeyTables:output_type -> ferry.repository.v1.RewriteKeyTablesResponse
-	14, // 22: ferry.repository.v1.RepositoryService.GetCatalog:output_type -> ferry.repository.v1.GetCatalogResponse
-	16, // 23: ferry.repository.v1.RepositoryService.Merge:output_type -> ferry.repository.v1.MergeResponse
-	16, // [16:24] is the sub-list for method output_type
-	8,  // [8:16] is the sub-list for method input_type
+	17, // 16: ferry.repository.v1.RepositoryService.DeletePoints:input_type -> ferry.repository.v1.DeletePointsRequest
+	1,  // 17: ferry.repository.v1.RepositoryService.Describe:output_type -> ferry.repository.v1.DescribeResponse
+	4,  // 18: ferry.repository.v1.RepositoryService.ListPoints:output_type -> ferry.repository.v1.ListPointsResponse
+	6,  // 19: ferry.repository.v1.RepositoryService.Verify:output_type -> ferry.repository.v1.VerifyResponse
+	8,  // 20: ferry.repository.v1.RepositoryService.Restore:output_type -> ferry.repository.v1.RestoreResponse
+	10, // 21: ferry.repository.v1.RepositoryService.GetKeyTables:output_type -> ferry.repository.v1.GetKeyTablesResponse
+	12, // 22: ferry.repository.v1.RepositoryService.RewriteKeyTables:output_type -> ferry.repository.v1.RewriteKeyTablesResponse
+	14, // 23: ferry.repository.v1.RepositoryService.GetCatalog:output_type -> ferry.repository.v1.GetCatalogResponse
+	16, // 24: ferry.repository.v1.RepositoryService.Merge:output_type -> ferry.repository.v1.MergeResponse
+	18, // 25: ferry.repository.v1.RepositoryService.DeletePoints:output_type -> ferry.repository.v1.DeletePointsResponse
+	17, // [17:26] is the sub-list for method output_type
+	8,  // [8:17] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -1240,7 +1366,7 @@ func file_ferry_repository_v1_repository_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_repository_v1_repository_proto_rawDesc), len(file_ferry_repository_v1_repository_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	RepositoryService_RewriteKeyTables_FullMethodName = "/ferry.repository.v1.RepositoryService/RewriteKeyTables"
 	RepositoryService_GetCatalog_FullMethodName       = "/ferry.repository.v1.RepositoryService/GetCatalog"
 	RepositoryService_Merge_FullMethodName            = "/ferry.repository.v1.RepositoryService/Merge"
+	RepositoryService_DeletePoints_FullMethodName     = "/ferry.repository.v1.RepositoryService/DeletePoints"
 )
 
 // RepositoryServiceClient is the client API for RepositoryService service.
@@ -58,6 +59,10 @@ type RepositoryServiceClient interface {
 	// Merge drops a chain's oldest point for retention: the agent merges the
 	// chain's first file into the next one, without any key.
 	Merge(ctx context.Context, in *MergeRequest, opts ...grpc.CallOption) (*MergeResponse, error)
+	// DeletePoints deletes whole backup files, for GFS retention: only the
+	// newest points of a chain (or a whole chain), so that what is left of
+	// every chain still restores. Keyless.
+	DeletePoints(ctx context.Context, in *DeletePointsRequest, opts ...grpc.CallOption) (*DeletePointsResponse, error)
 }
 
 type repositoryServiceClient struct {
@@ -148,6 +153,16 @@ func (c *repositoryServiceClient) Merge(ctx context.Context, in *MergeRequest, o
 	return out, nil
 }
 
+func (c *repositoryServiceClient) DeletePoints(ctx context.Context, in *DeletePointsRequest, opts ...grpc.CallOption) (*DeletePointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeletePointsResponse)
+	err := c.cc.Invoke(ctx, RepositoryService_DeletePoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RepositoryServiceServer is the server API for RepositoryService service.
 // All implementations must embed UnimplementedRepositoryServiceServer
 // for forward compatibility.
@@ -177,6 +192,10 @@ type RepositoryServiceServer interface {
 	// Merge drops a chain's oldest point for retention: the agent merges the
 	// chain's first file into the next one, without any key.
 	Merge(context.Context, *MergeRequest) (*MergeResponse, error)
+	// DeletePoints deletes whole backup files, for GFS retention: only the
+	// newest points of a chain (or a whole chain), so that what is left of
+	// every chain still restores. Keyless.
+	DeletePoints(context.Context, *DeletePointsRequest) (*DeletePointsResponse, error)
 	mustEmbedUnimplementedRepositoryServiceServer()
 }
 
@@ -210,6 +229,9 @@ func (UnimplementedRepositoryServiceServer) GetCatalog(context.Context, *GetCata
 }
 func (UnimplementedRepositoryServiceServer) Merge(context.Context, *MergeRequest) (*MergeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Merge not implemented")
+}
+func (UnimplementedRepositoryServiceServer) DeletePoints(context.Context, *DeletePointsRequest) (*DeletePointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeletePoints not implemented")
 }
 func (UnimplementedRepositoryServiceServer) mustEmbedUnimplementedRepositoryServiceServer() {}
 func (UnimplementedRepositoryServiceServer) testEmbeddedByValue()                           {}
@@ -376,6 +398,24 @@ func _RepositoryService_Merge_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RepositoryService_DeletePoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeletePointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RepositoryServiceServer).DeletePoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RepositoryService_DeletePoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RepositoryServiceServer).DeletePoints(ctx, req.(*DeletePointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RepositoryService_ServiceDesc is the grpc.ServiceDesc for RepositoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -414,6 +454,10 @@ var RepositoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Merge",
 			Handler:    _RepositoryService_Merge_Handler,
+		},
+		{
+			MethodName: "DeletePoints",
+			Handler:    _RepositoryService_DeletePoints_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
