@@ -116,6 +116,16 @@ func (s *Server) reconcileJob(ctx context.Context, j catalog.Job, log hclog.Logg
 		if onDisk[string(p.FileID)] != nil {
 			continue
 		}
+		if gfsOn(j) && !bytes.Equal(p.ChainID, newestChain(onDisk)) {
+			// GFS deleted it from an archived chain, and the controller
+			// stopped before it forgot the point.
+			if err := s.store.DeletePoint(j.UID, p.FileID); err != nil {
+				say("job %s: point %x of a GFS archive is gone from agent %s, and forgetting it failed: %v", j.Name, p.FileID, a.Name, err)
+			} else {
+				say("job %s: point %x of a GFS archive is gone from agent %s; forgotten", j.Name, p.FileID, a.Name)
+			}
+			continue
+		}
 		if into := mergedInto(p, onDisk); into != nil {
 			if err := s.recordMerge(j, p, into); err != nil {
 				say("job %s: point %x was merged into %x by retention, and recording it failed: %v", j.Name, p.FileID, into.FileId, err)
@@ -265,4 +275,18 @@ func (s *Server) recordMerge(j catalog.Job, p catalog.Point, into *commonv1.Poin
 		}
 		return nil
 	})
+}
+
+// newestChain is the chain of the newest point an agent holds.
+func newestChain(onDisk map[string]*commonv1.Point) []byte {
+	var newest *commonv1.Point
+	for _, d := range onDisk {
+		if newest == nil || d.CreatedUnixNano > newest.CreatedUnixNano {
+			newest = d
+		}
+	}
+	if newest == nil {
+		return nil
+	}
+	return newest.ChainId
 }
