@@ -383,29 +383,7 @@ func TestWANResumesAcrossCuts(t *testing.T) {
 // (a new chain, or another job) with day 1 already at the target.
 func TestWANWireBytes(t *testing.T) {
 	ctx := context.Background()
-	dataDir := filepath.Join(t.TempDir(), "data")
-	os.MkdirAll(dataDir, 0o755)
-	img := filepath.Join(dataDir, "disk.img")
-	if err := datagen.WriteFile(img, 11, 64<<20); err != nil {
-		t.Fatal(err)
-	}
-	srcRepo, err := repo.Create(filepath.Join(t.TempDir(), "source-repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bo := wanBackupOptions
-	bo.BlockSize = 1 << 20
-	day1, err := backup.Backup(ctx, srcRepo, "nightly", dataDir, bo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := datagen.Day2(img, 12); err != nil {
-		t.Fatal(err)
-	}
-	day2, err := backup.Backup(ctx, srcRepo, "nightly", dataDir, bo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srcRepo, dataDir, day1, day2 := day1Day2(t, 64<<20)
 	pk, _ := keys.NewPasswordKey(copyPassword, keys.TestKDF, "")
 
 	type result struct{ full1, inc, full2 int64 }
@@ -728,30 +706,8 @@ func TestWANUnencrypted(t *testing.T) {
 // moved only a small part of the bytes.
 func TestWANOverSimulatedLink(t *testing.T) {
 	ctx := context.Background()
-	dataDir := filepath.Join(t.TempDir(), "data")
-	os.MkdirAll(dataDir, 0o755)
-	img := filepath.Join(dataDir, "disk.img")
 	const size = 64 << 20
-	if err := datagen.WriteFile(img, 11, size); err != nil {
-		t.Fatal(err)
-	}
-	srcRepo, err := repo.Create(filepath.Join(t.TempDir(), "source-repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bo := wanBackupOptions
-	bo.BlockSize = 1 << 20
-	day1, err := backup.Backup(ctx, srcRepo, "nightly", dataDir, bo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := datagen.Day2(img, 12); err != nil {
-		t.Fatal(err)
-	}
-	day2, err := backup.Backup(ctx, srcRepo, "nightly", dataDir, bo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srcRepo, _, day1, day2 := day1Day2(t, size)
 	pk, _ := keys.NewPasswordKey(copyPassword, keys.TestKDF, "")
 	up := map[bool]int64{}
 	for _, wan := range []bool{false, true} {
@@ -800,4 +756,34 @@ func TestWANOverSimulatedLink(t *testing.T) {
 	if up[true]*8 > up[false] {
 		t.Errorf("WAN mode sent %d bytes toward the target, default mode %d", up[true], up[false])
 	}
+}
+
+// day1Day2 backs up a mixed file of size (1 MiB blocks) and then its
+// "day 2" (datagen.Day2: 5% of the blocks rewritten, 1% appended) into a
+// new source repository.
+func day1Day2(t *testing.T, size int64) (srcRepo *repo.Repo, dataDir string, day1, day2 *backup.Result) {
+	t.Helper()
+	ctx := context.Background()
+	dataDir = filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(dataDir, 0o755)
+	img := filepath.Join(dataDir, "disk.img")
+	if err := datagen.WriteFile(img, 11, size); err != nil {
+		t.Fatal(err)
+	}
+	srcRepo, err := repo.Create(filepath.Join(t.TempDir(), "source-repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bo := wanBackupOptions
+	bo.BlockSize = 1 << 20
+	if day1, err = backup.Backup(ctx, srcRepo, "nightly", dataDir, bo); err != nil {
+		t.Fatal(err)
+	}
+	if err := datagen.Day2(img, 12); err != nil {
+		t.Fatal(err)
+	}
+	if day2, err = backup.Backup(ctx, srcRepo, "nightly", dataDir, bo); err != nil {
+		t.Fatal(err)
+	}
+	return srcRepo, dataDir, day1, day2
 }
