@@ -2,12 +2,9 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/ferrybackup/ferry/internal/backup"
 	targetv1 "github.com/ferrybackup/ferry/internal/gen/ferry/target/v1"
@@ -46,13 +43,9 @@ func (t *Target) SeedWanCache(ctx context.Context, req *targetv1.SeedWanCacheReq
 		return nil, toStatus(err)
 	}
 	defer w.Close()
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	defer dec.Close()
 	resp := &targetv1.SeedWanCacheResponse{PointId: w.Source.FileID[:], Blocks: int64(w.Len())}
 	buf := make([]byte, w.RecordBufferSize())
+	scratch := make([]byte, 0, w.Header.BlockSize)
 	seen := map[[32]byte]bool{}
 	for lo := 0; lo < w.Len(); lo += seedBatch {
 		if err := ctx.Err(); err != nil {
@@ -75,14 +68,8 @@ func (t *Target) SeedWanCache(ctx context.Context, req *targetv1.SeedWanCacheReq
 			if err != nil {
 				return nil, toStatus(err)
 			}
-			plain := data
-			if compressed {
-				if plain, err = dec.DecodeAll(data, make([]byte, 0, rawLen)); err != nil {
-					return nil, toStatus(fmt.Errorf("block %d of point %x: %w", i, w.Source.FileID, err))
-				}
-			}
-			if sha256.Sum256(plain) != d {
-				return nil, toStatus(fmt.Errorf("%w: block %d of point %x does not match its digest; verify the backup", backup.ErrVerify, i, w.Source.FileID))
+			if err := backup.CheckBlock(data, compressed, rawLen, d, scratch); err != nil {
+				return nil, toStatus(fmt.Errorf("%w: block %d of point %x: %v; verify the backup", backup.ErrVerify, i, w.Source.FileID, err))
 			}
 			if err := t.WANCache.Put(d, data, compressed, int(rawLen)); err != nil {
 				return nil, toStatus(err)

@@ -85,14 +85,29 @@ func (s *Server) repoClient(a catalog.Agent) (repositoryv1.RepositoryServiceClie
 func (s *Server) agentRepos(ctx context.Context, a catalog.Agent) (map[string]bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.o.AgentTimeout)
 	defer cancel()
+	// An agent that just restarted answers as soon as the connection is
+	// back; one that is down is reported after a short wait.
+	d, err := s.describe(ctx, a, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, r := range d.Repositories {
+		out[r.Name] = r.RequireEncryption
+	}
+	return out, nil
+}
+
+// describe asks an agent to describe itself, retrying for up to retry
+// while it is unavailable, and checks that it is the agent the catalog
+// names. An answer counts as the agent being seen.
+func (s *Server) describe(ctx context.Context, a catalog.Agent, retry time.Duration) (*repositoryv1.DescribeResponse, error) {
 	c, err := s.repoClient(a)
 	if err != nil {
 		return nil, err
 	}
-	// An agent that just restarted answers as soon as the connection is
-	// back; one that is down is reported after a short wait.
 	var d *repositoryv1.DescribeResponse
-	for wait := time.Now().Add(2 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	for wait := time.Now().Add(retry); ; time.Sleep(100 * time.Millisecond) {
 		d, err = c.Describe(ctx, &repositoryv1.DescribeRequest{})
 		if err == nil || status.Code(err) != codes.Unavailable || time.Now().After(wait) {
 			break
@@ -104,11 +119,8 @@ func (s *Server) agentRepos(ctx context.Context, a catalog.Agent) (map[string]bo
 	if d.Name != a.Name || d.Role != a.Role {
 		return nil, invalidf("the agent at %s is the %s agent %q, not the %s agent %q", a.Address, d.Role, d.Name, a.Role, a.Name)
 	}
-	out := map[string]bool{}
-	for _, r := range d.Repositories {
-		out[r.Name] = r.RequireEncryption
-	}
-	return out, nil
+	s.seen.mark(a.Name)
+	return d, nil
 }
 
 func (s *Server) agent(name, role string) (catalog.Agent, error) {

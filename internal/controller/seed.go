@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"fmt"
 
 	commonv1 "github.com/ferrybackup/ferry/internal/gen/ferry/common/v1"
 	controllerv1 "github.com/ferrybackup/ferry/internal/gen/ferry/controller/v1"
@@ -29,23 +28,9 @@ func (s *Server) SeedWanCache(ctx context.Context, req *controllerv1.SeedWanCach
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	var point []byte
-	if len(req.PointId) > 0 {
-		p, err := s.findPoint(j, req.PointId)
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		point = p.FileID
-	} else {
-		pts, err := s.store.ListPoints(j.UID)
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		p := latest(pts)
-		if p == nil {
-			return nil, toStatus(fmt.Errorf("%w: job %s has no restore point on %s yet", errNotFound, j.Name, tgt.Name))
-		}
-		point = p.FileID
+	p, err := s.findPoint(j, req.PointId) // the latest without an id
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	var ks []*commonv1.SessionKey
 	if j.Encryption != encNone {
@@ -57,7 +42,7 @@ func (s *Server) SeedWanCache(ctx context.Context, req *controllerv1.SeedWanCach
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	r, err := tc.SeedWanCache(ctx, &targetv1.SeedWanCacheRequest{Repository: j.ToRepository, Backup: j.Name, PointId: point, Keys: ks})
+	r, err := tc.SeedWanCache(ctx, &targetv1.SeedWanCacheRequest{Repository: j.ToRepository, Backup: j.Name, PointId: p.FileID, Keys: ks})
 	if err != nil {
 		return nil, toStatus(agentErr(tgt, "seed its WAN cache", err))
 	}

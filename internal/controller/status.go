@@ -10,7 +10,6 @@ import (
 
 	"github.com/ferrybackup/ferry/internal/catalog"
 	controllerv1 "github.com/ferrybackup/ferry/internal/gen/ferry/controller/v1"
-	repositoryv1 "github.com/ferrybackup/ferry/internal/gen/ferry/repository/v1"
 )
 
 // statusProbeTimeout bounds how long `controller status` waits for an
@@ -137,23 +136,13 @@ func (s *Server) probe(ctx context.Context, a catalog.Agent) *controllerv1.Agent
 			out.LastSeenUnixNano = t.UnixNano()
 		}
 	}()
-	c, err := s.repoClient(a)
-	if err != nil {
-		out.Error = err.Error()
-		return out
-	}
 	ctx, cancel := context.WithTimeout(ctx, statusProbeTimeout)
 	defer cancel()
-	d, err := c.Describe(ctx, &repositoryv1.DescribeRequest{})
+	d, err := s.describe(ctx, a, 0)
 	if err != nil {
-		out.Error = status.Convert(agentErr(a, "describe", err)).Message()
+		out.Error = status.Convert(err).Message()
 		return out
 	}
-	if d.Name != a.Name || d.Role != a.Role {
-		out.Error = "the agent at " + a.Address + " is " + d.Role + " agent " + d.Name
-		return out
-	}
-	s.seen.mark(a.Name)
 	out.Reachable, out.Version = true, d.Version
 	return out
 }
