@@ -25,8 +25,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ferrybackup/ferry/internal/config"
 	"github.com/ferrybackup/ferry/internal/linksim"
-	"github.com/ferrybackup/ferry/internal/ratelimit"
 )
 
 func main() {
@@ -69,7 +69,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	rates := map[string]int64{}
 	for name, s := range map[string]string{"rate": *rate, "up-rate": *upRate, "down-rate": *downRate} {
-		r, err := ratelimit.ParseRate(s)
+		if s == "" {
+			continue // unlimited
+		}
+		r, err := config.ParseRate(s) // as agent configs and --bandwidth take it
 		if err != nil {
 			return usageErr("-%s: %v", name, err)
 		}

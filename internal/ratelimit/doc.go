@@ -3,6 +3,5 @@
 // and to the agent's global limiter (WaitAll), so each job keeps to its
 // limit and all jobs together keep to the agent's. Writers, readers, conns
 // and listeners wrap the I/O so the bytes that cross the link are the ones
-// charged. ParseRate reads limits as operators write them ("50Mbit",
-// "10MiB/s").
+// charged. Limits are parsed where they are configured (config.ParseRate).
 package ratelimit
