@@ -144,12 +144,7 @@ func (s *Server) applyGFS(ctx context.Context, j catalog.Job, current []byte, lo
 	if len(drop) == 0 {
 		return notes
 	}
-	a, repoName, err := s.holder(j)
-	if err != nil {
-		note("not applied: %v", err)
-		return notes
-	}
-	rc, err := s.repoClient(a)
+	a, repoName, rc, err := s.holderClient(j)
 	if err != nil {
 		note("not applied: %v", err)
 		return notes

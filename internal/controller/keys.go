@@ -55,11 +55,7 @@ func (s *Server) RewrapKeys(ctx context.Context, req *controllerv1.RewrapKeysReq
 	if busy {
 		return nil, toStatus(fmt.Errorf("%w: job %s has a session running", errBusy, j.Name))
 	}
-	a, repoName, err := s.holder(j)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	rc, err := s.repoClient(a)
+	a, repoName, rc, err := s.holderClient(j)
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -81,12 +81,7 @@ func (s *Server) reconcileJob(ctx context.Context, j catalog.Job, log hclog.Logg
 		report = append(report, msg)
 		log.Warn("reconcile: " + msg)
 	}
-	a, repoName, err := s.holder(j)
-	if err != nil {
-		say("job %s: %v", j.Name, err)
-		return report
-	}
-	rc, err := s.repoClient(a)
+	a, repoName, rc, err := s.holderClient(j)
 	if err != nil {
 		say("job %s: %v", j.Name, err)
 		return report

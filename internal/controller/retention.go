@@ -62,12 +62,7 @@ func (s *Server) applyRetention(ctx context.Context, j catalog.Job, chainID []by
 		notes = append(notes, msg)
 		log.Info(msg)
 	}
-	a, repoName, err := s.holder(j)
-	if err != nil {
-		note("not applied: %v", err)
-		return notes
-	}
-	rc, err := s.repoClient(a)
+	a, repoName, rc, err := s.holderClient(j)
 	if err != nil {
 		note("not applied: %v", err)
 		return notes

@@ -947,6 +947,16 @@ func (s *Server) findPoint(j catalog.Job, id []byte) (*catalog.Point, error) {
 	return found, nil
 }
 
+// holderClient is holder with a client of that agent's repositories.
+func (s *Server) holderClient(j catalog.Job) (catalog.Agent, string, repositoryv1.RepositoryServiceClient, error) {
+	a, repoName, err := s.holder(j)
+	if err != nil {
+		return a, "", nil, err
+	}
+	rc, err := s.repoClient(a)
+	return a, repoName, rc, err
+}
+
 // holder returns the agent and repository holding a job's points.
 func (s *Server) holder(j catalog.Job) (catalog.Agent, string, error) {
 	if j.Kind == kindCopy {
